@@ -1,0 +1,79 @@
+"""Exact integer GEMM, fast.
+
+``gemm_int(a, b) = (a - a_zp) @ (b - b_zp)`` over the integers. Float BLAS is used only where
+exactness is provable: if every product is at most ``P`` in magnitude and the reduction has
+``K`` terms, every partial sum of any summation order is an integer of magnitude at most
+``K * P``; float32 represents all integers up to ``2**24`` and float64 up to ``2**53``
+exactly, so a float matmul over a chunk of ``K`` with ``K * P <= 2**24`` (or ``2**53``) is
+exact. Longer reductions are split into such chunks, each summed exactly in float64 (or
+int64 when even float64 could overflow its exact range).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from trilobit.errors import QuantizationError
+
+__all__ = ["gemm_int", "exact_chunk"]
+
+_F32_EXACT = 1 << 24
+_F64_EXACT = 1 << 53
+
+
+def exact_chunk(max_abs_a: int, max_abs_b: int, limit: int) -> int:
+    """Longest reduction length whose partial sums stay within ``limit`` (at least 1)."""
+    p = max(1, int(max_abs_a) * int(max_abs_b))
+    return max(1, limit // p)
+
+
+def _as_int(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if not (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
+        raise QuantizationError(f"gemm_int: {name} must be an integer array, got {x.dtype}")
+    return x
+
+
+def gemm_int(a: np.ndarray, b: np.ndarray, a_zero_point=0, b_zero_point=0) -> np.ndarray:
+    """Exact ``(a - a_zero_point) @ (b - b_zero_point)``.
+
+    Args:
+        a: integer array ``(..., M, K)`` (or ``(K,)``).
+        b: integer array ``(K, N)`` (or ``(..., K, N)`` broadcast as numpy matmul).
+        a_zero_point: scalar, or per-row ``(M,)`` (MatMulInteger's per-row a zero point).
+        b_zero_point: scalar, or per-column ``(N,)``.
+
+    Returns:
+        int32 when the result provably fits in int32 (``K * max|a'| * max|b'| < 2**31``),
+        else int64.
+    """
+    a = _as_int(a, "a")
+    b = _as_int(b, "b")
+    vector_b = b.ndim == 1
+    a64 = a.astype(np.int64)
+    b64 = (b[:, None] if vector_b else b).astype(np.int64)
+    azp = np.asarray(a_zero_point, dtype=np.int64)
+    if azp.ndim == 1 and a.ndim >= 2:
+        azp = azp[:, None]  # per-row zero point
+    a64 = a64 - azp
+    b64 = b64 - np.asarray(b_zero_point, dtype=np.int64)
+    k = a64.shape[-1]
+    if b64.shape[-2] != k:
+        raise QuantizationError(f"gemm_int: inner dimensions differ: a {a.shape}, b {b.shape}")
+    ma = int(np.abs(a64).max()) if a64.size else 0
+    mb = int(np.abs(b64).max()) if b64.size else 0
+    out_dtype = np.int32 if k * ma * mb < (1 << 31) else np.int64
+
+    chunk = exact_chunk(ma, mb, _F32_EXACT)
+    if chunk >= min(k, 256) and k * ma * mb <= _F64_EXACT:
+        # float32 BLAS on exact chunks, chunk results summed exactly in float64.
+        af, bf, acc_dtype = a64.astype(np.float32), b64.astype(np.float32), np.float64
+    else:
+        chunk = exact_chunk(ma, mb, _F64_EXACT)
+        af, bf, acc_dtype = a64.astype(np.float64), b64.astype(np.float64), np.int64
+    acc = None
+    for k0 in range(0, max(k, 1), chunk):
+        part = np.matmul(af[..., k0 : k0 + chunk], bf[..., k0 : k0 + chunk, :]).astype(acc_dtype)
+        acc = part if acc is None else acc + part
+    out = acc.astype(out_dtype)
+    return out[..., 0] if vector_b else out
