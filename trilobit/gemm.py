@@ -62,7 +62,15 @@ def gemm_int(a: np.ndarray, b: np.ndarray, a_zero_point=0, b_zero_point=0) -> np
         raise QuantizationError(f"gemm_int: inner dimensions differ: a {a.shape}, b {b.shape}")
     ma = int(np.abs(a64).max()) if a64.size else 0
     mb = int(np.abs(b64).max()) if b64.size else 0
+    if k * ma * mb >= 1 << 63:
+        raise QuantizationError(
+            f"gemm_int: K={k} with operands up to {ma} and {mb} can overflow int64"
+        )
     out_dtype = np.int32 if k * ma * mb < (1 << 31) else np.int64
+    if ma * mb > _F64_EXACT:
+        # Single products are beyond float64's exact range: integer matmul (no BLAS).
+        out = np.matmul(a64, b64)
+        return out[..., 0] if vector_b else out
 
     chunk = exact_chunk(ma, mb, _F32_EXACT)
     if chunk >= min(k, 256) and k * ma * mb <= _F64_EXACT:
