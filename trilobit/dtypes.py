@@ -130,7 +130,9 @@ class Datatype:
         codes = np.asarray(codes)
         if codes.size:
             if not np.issubdtype(codes.dtype, np.integer):
-                raise DatatypeError(f"{self.name}.decode: codes must be integers, got {codes.dtype}")
+                raise DatatypeError(
+                    f"{self.name}.decode: codes must be integers, got {codes.dtype}"
+                )
             lo, hi = int(codes.min()), int(codes.max())
             if lo < 0 or hi >= (1 << self.bits):
                 raise DatatypeError(

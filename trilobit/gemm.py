@@ -22,9 +22,9 @@ _F64_EXACT = 1 << 53
 
 
 def exact_chunk(max_abs_a: int, max_abs_b: int, limit: int) -> int:
-    """Longest reduction length whose partial sums stay within ``limit`` (at least 1)."""
+    """Longest reduction length whose partial sums stay within ``limit`` (0: not even one)."""
     p = max(1, int(max_abs_a) * int(max_abs_b))
-    return max(1, limit // p)
+    return limit // p
 
 
 def _as_int(x: np.ndarray, name: str) -> np.ndarray:
@@ -73,7 +73,7 @@ def gemm_int(a: np.ndarray, b: np.ndarray, a_zero_point=0, b_zero_point=0) -> np
         return out[..., 0] if vector_b else out
 
     chunk = exact_chunk(ma, mb, _F32_EXACT)
-    if chunk >= min(k, 256) and k * ma * mb <= _F64_EXACT:
+    if chunk >= max(1, min(k, 256)) and k * ma * mb <= _F64_EXACT:
         # float32 BLAS on exact chunks, chunk results summed exactly in float64.
         af, bf, acc_dtype = a64.astype(np.float32), b64.astype(np.float32), np.float64
     else:

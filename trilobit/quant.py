@@ -26,7 +26,11 @@ __all__ = [
 
 
 def broadcast_qparam(
-    param: np.ndarray, shape: tuple[int, ...], axis: int = 1, block_size: int = 0, name: str = "scale"
+    param: np.ndarray,
+    shape: tuple[int, ...],
+    axis: int = 1,
+    block_size: int = 0,
+    name: str = "scale",
 ) -> np.ndarray:
     """Expand a per-tensor, per-axis or blocked quantization parameter to ``shape``."""
     param = np.asarray(param)
@@ -104,6 +108,10 @@ def quantize_linear(
         return y.astype(np.int32)
     if zero_point is not None and np.any(np.asarray(zero_point, dtype=np.float64) != 0):
         raise QuantizationError(f"quantize_linear: {dt.name} takes no non-zero zero point")
+    if dt.bits < 8:
+        # onnx adds the (zero) zero point in float before casting to float4, so -0.0 + 0.0
+        # gives +0.0; its float8 path casts x / scale directly and keeps -0.0.
+        q = q + np.float32(0.0)
     return dt.encode(q)
 
 
