@@ -27,6 +27,15 @@ def exact_chunk(max_abs_a: int, max_abs_b: int, limit: int) -> int:
     return limit // p
 
 
+def _max_abs_shifted(x: np.ndarray, zp: np.ndarray) -> int:
+    """max |x - zp| without materialising x - zp (and without int8 abs(-128) overflow)."""
+    if not x.size:
+        return 0
+    lo, hi = int(x.min()), int(x.max())
+    zlo, zhi = int(zp.min()), int(zp.max())
+    return max(abs(hi - zlo), abs(lo - zhi), abs(hi - zhi), abs(lo - zlo))
+
+
 def _as_int(x: np.ndarray, name: str) -> np.ndarray:
     x = np.asarray(x)
     if not (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
@@ -50,18 +59,17 @@ def gemm_int(a: np.ndarray, b: np.ndarray, a_zero_point=0, b_zero_point=0) -> np
     a = _as_int(a, "a")
     b = _as_int(b, "b")
     vector_b = b.ndim == 1
-    a64 = a.astype(np.int64)
-    b64 = (b[:, None] if vector_b else b).astype(np.int64)
+    if vector_b:
+        b = b[:, None]
     azp = np.asarray(a_zero_point, dtype=np.int64)
     if azp.ndim == 1 and a.ndim >= 2:
         azp = azp[:, None]  # per-row zero point
-    a64 = a64 - azp
-    b64 = b64 - np.asarray(b_zero_point, dtype=np.int64)
-    k = a64.shape[-1]
-    if b64.shape[-2] != k:
+    bzp = np.asarray(b_zero_point, dtype=np.int64)
+    k = a.shape[-1]
+    if b.shape[-2] != k:
         raise QuantizationError(f"gemm_int: inner dimensions differ: a {a.shape}, b {b.shape}")
-    ma = int(np.abs(a64).max()) if a64.size else 0
-    mb = int(np.abs(b64).max()) if b64.size else 0
+    ma = _max_abs_shifted(a, azp)
+    mb = _max_abs_shifted(b, bzp)
     if k * ma * mb >= 1 << 63:
         raise QuantizationError(
             f"gemm_int: K={k} with operands up to {ma} and {mb} can overflow int64"
@@ -69,16 +77,23 @@ def gemm_int(a: np.ndarray, b: np.ndarray, a_zero_point=0, b_zero_point=0) -> np
     out_dtype = np.int32 if k * ma * mb < (1 << 31) else np.int64
     if ma * mb > _F64_EXACT:
         # Single products are beyond float64's exact range: integer matmul (no BLAS).
-        out = np.matmul(a64, b64)
+        out = np.matmul(a.astype(np.int64) - azp, b.astype(np.int64) - bzp)
         return out[..., 0] if vector_b else out
 
     chunk = exact_chunk(ma, mb, _F32_EXACT)
     if chunk >= max(1, min(k, 256)) and k * ma * mb <= _F64_EXACT:
-        # float32 BLAS on exact chunks, chunk results summed exactly in float64.
-        af, bf, acc_dtype = a64.astype(np.float32), b64.astype(np.float32), np.float64
+        # float32 BLAS on exact chunks, chunk results summed exactly in float64. Operands
+        # and zero points are below 2**24, so converting and subtracting in float32 is exact.
+        ftype, acc_dtype = np.float32, np.float64
     else:
         chunk = exact_chunk(ma, mb, _F64_EXACT)
-        af, bf, acc_dtype = a64.astype(np.float64), b64.astype(np.float64), np.int64
+        ftype, acc_dtype = np.float64, np.int64
+    af = a.astype(ftype)
+    bf = b.astype(ftype)
+    if azp.any():
+        af -= azp.astype(ftype)
+    if bzp.any():
+        bf -= bzp.astype(ftype)
     acc = None
     for k0 in range(0, max(k, 1), chunk):
         part = np.matmul(af[..., k0 : k0 + chunk], bf[..., k0 : k0 + chunk, :]).astype(acc_dtype)
