@@ -1,0 +1,83 @@
+"""Legalisation: decide which engine runs each IR node.
+
+* QMatMul / QConv with INT8/UINT8 activations:
+    - weights all in {-1, 0, +1} with zero point 0 (int8, int4 or int2 initializers) ->
+      ``tlmm``, the ternary table-lookup engine (weights are re-typed ``"ternary"``);
+    - other integer weights of 2..8 bits -> ``bitserial`` (INT weights as radix-4 Booth
+      digits, 2 bits per cycle);
+    - grouped convolutions, wider types -> ``host``.
+* WeightOnlyMatMul (float activations, low-bit weights) -> ``bitserial`` with activations
+  quantized per row to INT8 on the fly.
+* Quantize / Dequantize / DynamicQuantize / QAdd on INT8/UINT8 -> ``post`` (the
+  post-processing unit); other formats -> ``host``.
+* HostOp -> ``host``.
+
+A configuration without an engine (``config.tlmm`` / ``config.bitserial`` false or absent)
+sends that engine's nodes to the host with a reason saying so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from trilobit.sw import ir
+
+__all__ = ["legalise", "is_ternary"]
+
+_ACT_TYPES = ("int8", "uint8")
+_WEIGHT_TYPES = ("int2", "int3", "int4", "int5", "int6", "int7", "int8",
+                 "uint2", "uint4", "uint8")
+
+
+def is_ternary(values: np.ndarray, zero_point) -> bool:
+    """All weights in {-1, 0, +1} and a zero (or absent) zero point."""
+    zp = np.asarray(0 if zero_point is None else zero_point)
+    v = np.asarray(values)
+    return bool(v.size) and not np.any(zp) and bool(np.isin(v, (-1, 0, 1)).all())
+
+
+def _engine_present(config, engine: str) -> bool:
+    if config is None:
+        return True
+    flag = getattr(config, engine, None)
+    if flag is None:
+        flag = getattr(config, f"has_{engine}", True)
+    return bool(flag)
+
+
+def _assign(node: ir.Node, config) -> ir.Node:
+    def to(engine: str, reason: str) -> ir.Node:
+        if engine in ("tlmm", "bitserial") and not _engine_present(config, engine):
+            return dataclasses.replace(
+                node, engine="host", reason=f"the configuration has no {engine} engine")
+        return dataclasses.replace(node, engine=engine, reason=reason)
+
+    if isinstance(node, ir.QMatMul):
+        if node.a_dtype not in _ACT_TYPES:
+            return to("host", f"activations of type {node.a_dtype} (engines take int8/uint8)")
+        if isinstance(node, ir.QConv) and node.group != 1:
+            return to("host", f"grouped convolution (group={node.group})")
+        weights = node.weight if isinstance(node, ir.QConv) else node.b
+        if is_ternary(weights, node.b_zero_point):
+            node = dataclasses.replace(node, b_dtype="ternary")
+            return to("tlmm", f"ternary weights ({node.kind})")
+        if node.b_dtype in _WEIGHT_TYPES:
+            return to("bitserial", f"{node.b_dtype} weights ({node.kind})")
+        return to("host", f"weights of type {node.b_dtype}")
+    if isinstance(node, ir.WeightOnlyMatMul):
+        return to("bitserial", f"{node.b_dtype} weight-only, INT8 activations per row")
+    if isinstance(node, (ir.Quantize, ir.Dequantize)):
+        if node.dtype in _ACT_TYPES and node.block_size == 0 and np.size(node.scale) == 1:
+            return to("post", f"per-tensor {node.dtype} {node.kind.lower()}")
+        return to("host", f"{node.kind} to {node.dtype} (axis/block or non-8-bit format)")
+    if isinstance(node, ir.DynamicQuantize):
+        return to("post", "uint8 dynamic quantization (min/max reduction)")
+    if isinstance(node, ir.QAdd):
+        return to("post", f"{node.dtype} quantized add")
+    return dataclasses.replace(node, engine="host", reason=node.reason or "no accelerator mapping")
+
+
+def legalise(graph: ir.Graph, config=None) -> ir.Graph:
+    """A copy of ``graph`` with every node's ``engine`` and ``reason`` set."""
+    return dataclasses.replace(graph, nodes=[_assign(n, config) for n in graph.nodes])
