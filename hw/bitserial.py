@@ -1,0 +1,489 @@
+"""Bit-serial mixed-datatype PE array (BitMoD style).
+
+The engine computes, for ``rows`` activation vectors and ``columns`` output channels, ::
+
+    out[r, c] = sum_g scale[c, g] * sum_{k in group g} w[c, k] * a[r, k]
+
+exactly in integers. ``w[c, k]`` is the integer value of a weight code in its group's
+format (:mod:`trilobit.hw.bitserial_format`: INT3/4/6/8 or a BitMoD FP3/FP4 candidate chosen by
+a 2-bit type id), ``a`` are signed ``act_bits`` activations and ``scale[c, g]`` is an unsigned
+``scale_bits`` integer scale mantissa. The real group scale is ``scale * 2**-scale_shift``
+with one ``scale_shift`` per tensor, applied by whoever reads ``out`` (it does not change the
+integers here); see ``docs/bitserial.md``.
+
+Dataflow
+--------
+A *chunk* is ``width`` consecutive input channels. Per chunk the engine takes one
+activation beat (``rows x width`` activations) and one weight beat (``columns x width`` codes)
+and spends ``cycles_per_weight`` cycles on it, consuming ``bits_per_cycle`` bits of every
+weight per cycle: each column decodes its codes into one signed power-of-two term per
+weight per cycle (radix-4 Booth digit for INT, non-adjacent-form digit for FP, selected per
+group by format and type id at run time) and broadcasts the terms down the column; every PE
+adds ``sum_d ±(a[r, d] << lane_shift[c, d]) << step_shift`` to its group partial sum. When a
+group ends the partial sum moves to a bit-serial dequantizer that multiplies it by the group
+scale two scale bits per cycle (``ceil(scale_bits / 2)`` cycles, overlapped with the next
+group) and adds it into the exact accumulator.
+
+Streams (all ``amaranth.lib.stream``; payload fields are packed least significant first)
+----------------------------------------------------------------------------------------
+``meta`` (one beat per group, before its chunks):
+    ``fmt`` (3 bits, :class:`~trilobit.hw.bitserial_format.WeightFormat`), ``last``
+    (1 bit: this group ends the job), then per column ``type_id`` (2 bits) and ``scale``
+    (``scale_bits``, unsigned).
+``act`` (one beat per chunk): ``rows x width`` signed ``act_bits`` values, row-major.
+``weights`` (one beat per chunk): ``columns x width`` codes in 8-bit slots (code in the
+    low bits, zero-extended), column-major; the order :func:`trilobit.sw.bitmod.pack_engine_job`
+    writes.
+``out`` (one beat per job): ``rows x columns`` signed ``acc_bits`` accumulators, row-major.
+
+A chunk is accepted only when both its ``act`` and ``weights`` beats are valid; ``ready`` of
+both streams rises together. All streams tolerate arbitrary stalls on either side.
+Throughput: one chunk every ``cycles_per_weight`` cycles (INT3/INT4/FP3/FP4: 2, INT6: 3,
+INT8: 4 at 2 bits per cycle) as long as ``group_size / width * 2 >= ceil(scale_bits / 2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from trilobit.hw.bitserial_format import (
+    SUPPORTED_BITS_PER_CYCLE,
+    WeightFormat,
+    cycles_per_weight,
+    fp_term_table,
+    max_lane_shift,
+)
+
+from trilobit.errors import ConfigError
+
+__all__ = ["BitSerialParams", "BitSerialEngine", "engine_signature", "adder_tree"]
+
+#: Storage slot of one weight code in a weight beat, bits.
+CODE_SLOT_BITS = 8
+#: Largest weight magnitude of any format (INT8 -128), sizes the partial sums.
+MAX_WEIGHT_MAGNITUDE = 128
+#: Scale bits the dequantizer consumes per cycle.
+DEQUANT_BITS_PER_CYCLE = 2
+
+
+@dataclass(frozen=True)
+class BitSerialParams:
+    """Shape of a PE array; shared by the bit-serial engine and its bit-parallel baseline.
+
+    Attributes:
+        width: dot-product width: input channels per chunk (lanes per PE).
+        rows: activation vectors processed at once (PE rows).
+        columns: output channels processed at once (PE columns).
+        bits_per_cycle: weight bits consumed per cycle (2: radix-4 Booth; 1: radix-2).
+        group_size: input channels per scale / type id group (multiple of ``width``).
+        act_bits: activation width, bits (signed).
+        scale_bits: width of the unsigned integer scale mantissa, bits.
+        max_groups: most groups in one job (bounds K = max_groups * group_size).
+    """
+
+    width: int = 8
+    rows: int = 2
+    columns: int = 2
+    bits_per_cycle: int = 2
+    group_size: int = 128
+    act_bits: int = 8
+    scale_bits: int = 8
+    max_groups: int = 64
+
+    def __post_init__(self) -> None:
+        def check(name: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+        for name in ("width", "rows", "columns", "group_size", "max_groups"):
+            check(name, isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+                  "an integer >= 1")
+        check("width", self.width <= 256, "in 1..256")
+        check("rows", self.rows <= 64, "in 1..64")
+        check("columns", self.columns <= 64, "in 1..64")
+        check("bits_per_cycle", self.bits_per_cycle in SUPPORTED_BITS_PER_CYCLE,
+              f"one of {SUPPORTED_BITS_PER_CYCLE}")
+        check("act_bits", isinstance(self.act_bits, int) and 2 <= self.act_bits <= 8, "in 2..8")
+        check("scale_bits", isinstance(self.scale_bits, int) and 1 <= self.scale_bits <= 16,
+              "in 1..16")
+        check("group_size", self.group_size % self.width == 0,
+              f"a multiple of width={self.width}")
+        check("max_groups", self.max_groups <= 1 << 16, "in 1..65536")
+
+    # -- derived sizes --------------------------------------------------------------------
+    @property
+    def chunks_per_group(self) -> int:
+        return self.group_size // self.width
+
+    @property
+    def dequant_cycles(self) -> int:
+        """Cycles the bit-serial dequantizer needs per group."""
+        return -(-self.scale_bits // DEQUANT_BITS_PER_CYCLE)
+
+    @property
+    def psum_bits(self) -> int:
+        """Signed width of a group partial sum (exact for any format and Booth partials)."""
+        bound = self.group_size * 2 * MAX_WEIGHT_MAGNITUDE * (1 << (self.act_bits - 1))
+        return bound.bit_length() + 1
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed width of an output accumulator: exact for ``max_groups`` groups."""
+        return self.psum_bits + self.scale_bits + max(1, math.ceil(math.log2(self.max_groups)))
+
+    @property
+    def max_k(self) -> int:
+        """Longest reduction (input channels) one job may have."""
+        return self.max_groups * self.group_size
+
+    def cycles_per_chunk(self, fmt: WeightFormat | str) -> int:
+        return cycles_per_weight(fmt, self.bits_per_cycle)
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"psum_bits": self.psum_bits, "acc_bits": self.acc_bits}
+
+    # -- stream payload layouts -----------------------------------------------------------
+    def meta_layout(self) -> data.StructLayout:
+        column = data.StructLayout({"type_id": unsigned(2), "scale": unsigned(self.scale_bits)})
+        return data.StructLayout({
+            "fmt": unsigned(3),
+            "last": unsigned(1),
+            "cols": data.ArrayLayout(column, self.columns),
+        })
+
+    def act_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(data.ArrayLayout(signed(self.act_bits), self.width), self.rows)
+
+    def weight_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(
+            data.ArrayLayout(unsigned(CODE_SLOT_BITS), self.width), self.columns
+        )
+
+    def out_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(data.ArrayLayout(signed(self.acc_bits), self.columns), self.rows)
+
+    # -- payload integers (for testbenches and drivers) ------------------------------------
+    def pack_meta(self, fmt: int, last: bool, type_ids, scales) -> int:
+        """One ``meta`` payload as an integer."""
+        word = int(fmt) | (int(bool(last)) << 3)
+        pos, col_bits = 4, 2 + self.scale_bits
+        for c in range(self.columns):
+            word |= (int(type_ids[c]) | (int(scales[c]) << 2)) << (pos + c * col_bits)
+        return word
+
+    def pack_act(self, beat) -> int:
+        """One ``act`` payload (``rows x width`` signed ints) as an integer."""
+        return _pack_lanes([int(v) for row in beat for v in row], self.act_bits)
+
+    def pack_weights(self, beat) -> int:
+        """One ``weights`` payload (``columns x width`` codes) as an integer."""
+        return _pack_lanes([int(v) for col in beat for v in col], CODE_SLOT_BITS)
+
+    def unpack_out(self, word: int) -> list[list[int]]:
+        """An ``out`` payload integer -> ``rows x columns`` signed accumulators."""
+        n, mask = self.acc_bits, (1 << self.acc_bits) - 1
+        flat = [(word >> (i * n)) & mask for i in range(self.rows * self.columns)]
+        flat = [v - (1 << n) if v >> (n - 1) else v for v in flat]
+        return [flat[r * self.columns:(r + 1) * self.columns] for r in range(self.rows)]
+
+
+def _pack_lanes(values: list[int], bits: int) -> int:
+    mask = (1 << bits) - 1
+    word = 0
+    for i, v in enumerate(values):
+        word |= (v & mask) << (i * bits)
+    return word
+
+
+def engine_signature(params: BitSerialParams) -> wiring.Signature:
+    """Ports shared by :class:`BitSerialEngine` and the bit-parallel baseline."""
+    return wiring.Signature({
+        "meta": In(stream.Signature(params.meta_layout())),
+        "act": In(stream.Signature(params.act_layout())),
+        "weights": In(stream.Signature(params.weight_layout())),
+        "out": Out(stream.Signature(params.out_layout())),
+    })
+
+
+def adder_tree(values: list) -> object:
+    """Balanced sum of Amaranth values (depth ``ceil(log2 n)`` instead of ``n``)."""
+    values = list(values)
+    if not values:
+        return Const(0)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+class _TermDecoder(wiring.Component):
+    """Decodes one weight code into this cycle's term: ``sign * (1 << lane_shift)``.
+
+    Combinational. ``step`` is the cycle within the chunk; ``fmt`` and ``type_id`` come from
+    the group's metadata. INT codes become radix-2/radix-4 Booth digits of the code
+    sign-extended to its slot; FP codes look up the table derived from ``trilobit.dtypes``.
+    """
+
+    def __init__(self, bits_per_cycle: int, step_bits: int, lane_shift_bits: int):
+        self._bpc = bits_per_cycle
+        super().__init__({
+            "code": In(CODE_SLOT_BITS),
+            "step": In(step_bits),
+            "fmt": In(3),
+            "type_id": In(2),
+            "nonzero": Out(1),
+            "negative": Out(1),
+            "lane_shift": Out(lane_shift_bits),
+        })
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        bpc = self._bpc
+        # INT3 occupies a 4-bit slot: its Booth digits need bit 3 = sign bit 2.
+        ext = Signal(CODE_SLOT_BITS + 1)  # bit 0 is Booth's b[-1] = 0
+        with m.If(self.fmt == WeightFormat.INT3):
+            m.d.comb += ext.eq(Cat(Const(0, 1), self.code[:3], self.code[2], Const(0, 4)))
+        with m.Else():
+            m.d.comb += ext.eq(Cat(Const(0, 1), self.code))
+        # window = (b[bpc*s + bpc - 1] .. b[bpc*s - 1]), bpc + 1 bits
+        window = Signal(bpc + 1)
+        with m.Switch(self.step):
+            for s in range(CODE_SLOT_BITS // bpc):
+                with m.Case(s):
+                    m.d.comb += window.eq(ext[bpc * s: bpc * s + bpc + 1])
+        int_nonzero, int_negative, int_shift = Signal(), Signal(), Signal()
+        if bpc == 2:
+            # radix-4 Booth: d = -2 b1 + b0 + b_-1; window[0] = b_-1, window[1] = b0, window[2] = b1
+            m.d.comb += [
+                int_nonzero.eq((window != 0b000) & (window != 0b111)),
+                int_negative.eq(window[2] & ~(window[0] & window[1])),
+                int_shift.eq((window == 0b011) | (window == 0b100)),
+            ]
+        else:
+            # radix-2 Booth: d = b_-1 - b0
+            m.d.comb += [
+                int_nonzero.eq(window[0] ^ window[1]),
+                int_negative.eq(window[1]),
+            ]
+
+        fp_nonzero, fp_negative, fp_shift = Signal(), Signal(), Signal(len(self.lane_shift))
+        key = Signal(8)  # fp4?, type_id (2), code (4), step 0/1
+        m.d.comb += key.eq(Cat(self.step[0], self.code[:4], self.type_id,
+                               self.fmt == WeightFormat.FP4))
+        with m.Switch(key):
+            for fmt in (WeightFormat.FP3, WeightFormat.FP4):
+                for (type_id, code), terms in fp_term_table(fmt).items():
+                    for step, term in enumerate(terms):
+                        if term.sign == 0:
+                            continue  # default below: no contribution
+                        k = step | (code << 1) | (type_id << 5) | ((fmt == WeightFormat.FP4) << 7)
+                        with m.Case(k):
+                            m.d.comb += [fp_nonzero.eq(1), fp_negative.eq(term.sign < 0),
+                                         fp_shift.eq(term.lane_shift)]
+        is_fp = (self.fmt == WeightFormat.FP3) | (self.fmt == WeightFormat.FP4)
+        # FP weights have two terms: steps >= 2 (only with 1 bit per cycle) contribute nothing.
+        fp_step_ok = self.step < 2
+        m.d.comb += [
+            self.nonzero.eq(Mux(is_fp, fp_nonzero & fp_step_ok, int_nonzero)),
+            self.negative.eq(Mux(is_fp, fp_negative, int_negative)),
+            self.lane_shift.eq(Mux(is_fp, fp_shift, int_shift)),
+        ]
+        return m
+
+
+class BitSerialEngine(wiring.Component):
+    """Bit-serial mixed-datatype PE array; ports and timing in the module docstring."""
+
+    def __init__(self, params: BitSerialParams | None = None):
+        self.params = params or BitSerialParams()
+        super().__init__(engine_signature(self.params))
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        p = self.params
+        R, C, D = p.rows, p.columns, p.width
+        max_steps = max(p.cycles_per_chunk(f) for f in WeightFormat)
+        step_bits = max(1, (max_steps - 1).bit_length())
+        lane_shift_bits = max_lane_shift().bit_length()
+
+        # -- front: metadata of the group whose chunks are being accepted ----------------
+        m_valid = Signal()
+        m_meta = Signal(p.meta_layout())
+        m_chunk = Signal(range(p.chunks_per_group))
+
+        # -- execute: one chunk, cycles_per_chunk steps --------------------------------------
+        x_busy = Signal()
+        x_step = Signal(step_bits)
+        x_last_step = Signal(step_bits)
+        x_meta = Signal(p.meta_layout())
+        x_group_end = Signal()
+        x_act = Signal(p.act_layout())
+        x_code = Signal(p.weight_layout())
+        psum = [[Signal(signed(p.psum_bits), name=f"psum_{r}_{c}") for c in range(C)]
+                for r in range(R)]
+
+        # -- dequantize: group partial sum x scale, DEQUANT_BITS_PER_CYCLE scale bits a cycle
+        q_busy = Signal()
+        q_count = Signal(range(p.dequant_cycles))
+        q_last = Signal()
+        q_scale = [Signal(p.scale_bits, name=f"q_scale_{c}") for c in range(C)]
+        q_psum = [[Signal(signed(p.psum_bits + 2 * p.dequant_cycles), name=f"q_psum_{r}_{c}")
+                   for c in range(C)] for r in range(R)]
+        acc = [[Signal(signed(p.acc_bits), name=f"acc_{r}_{c}") for c in range(C)]
+               for r in range(R)]
+        o_valid = Signal()
+        o_data = Signal(p.out_layout())
+
+        q_final = Signal()
+        q_stall = Signal()
+        q_advance = Signal()
+        q_can_load = Signal()
+        m.d.comb += [
+            q_final.eq(q_busy & (q_count == p.dequant_cycles - 1)),
+            # the job's result waits for the output register to drain
+            q_stall.eq(q_final & q_last & o_valid & ~self.out.ready),
+            q_advance.eq(q_busy & ~q_stall),
+            q_can_load.eq(~q_busy | (q_final & ~q_stall)),
+        ]
+
+        x_final = Signal()
+        x_stall = Signal()
+        x_advance = Signal()
+        x_free = Signal()
+        m.d.comb += [
+            x_final.eq(x_busy & (x_step == x_last_step)),
+            # a group's partial sum can only leave when the dequantizer takes it
+            x_stall.eq(x_final & x_group_end & ~q_can_load),
+            x_advance.eq(x_busy & ~x_stall),
+            x_free.eq(~x_busy | (x_final & ~x_stall)),
+        ]
+
+        # -- chunk acceptance: act and weights together, under the current group's meta -----
+        take_chunk = Signal()
+        m.d.comb += [
+            take_chunk.eq(m_valid & x_free & self.act.valid & self.weights.valid),
+            self.act.ready.eq(take_chunk),
+            self.weights.ready.eq(take_chunk),
+        ]
+        group_end = Signal()
+        m.d.comb += group_end.eq(m_chunk == p.chunks_per_group - 1)
+        with m.If(take_chunk):
+            m.d.sync += [
+                x_busy.eq(1),
+                x_step.eq(0),
+                x_meta.eq(m_meta),
+                x_group_end.eq(group_end),
+                x_act.eq(self.act.payload),
+                x_code.eq(self.weights.payload),
+                m_chunk.eq(m_chunk + 1),
+            ]
+            with m.Switch(m_meta.fmt):
+                for fmt in WeightFormat:
+                    with m.Case(fmt):
+                        m.d.sync += x_last_step.eq(p.cycles_per_chunk(fmt) - 1)
+            with m.If(group_end):
+                m.d.sync += m_valid.eq(0)
+        with m.Elif(x_final & x_advance):
+            m.d.sync += x_busy.eq(0)
+        with m.If(x_advance & ~x_final):
+            m.d.sync += x_step.eq(x_step + 1)
+        # the next group's metadata may arrive in the cycle its predecessor's last chunk is
+        # taken (no bubble between groups); coming after the chunk logic, it wins
+        m.d.comb += self.meta.ready.eq(~m_valid | (take_chunk & group_end))
+        with m.If(self.meta.valid & self.meta.ready):
+            m.d.sync += [m_valid.eq(1), m_meta.eq(self.meta.payload), m_chunk.eq(0)]
+
+        # common shift of this step: Booth digit weight for INT, none for FP
+        is_fp = (x_meta.fmt == WeightFormat.FP3) | (x_meta.fmt == WeightFormat.FP4)
+        step_shift = Signal(range(CODE_SLOT_BITS))
+        m.d.comb += step_shift.eq(Mux(is_fp, 0, x_step * p.bits_per_cycle))
+
+        # column term decoders, shared by every row of the column
+        terms = []
+        for c in range(C):
+            col = []
+            for d in range(D):
+                dec = _TermDecoder(p.bits_per_cycle, step_bits, lane_shift_bits)
+                m.submodules[f"decode_{c}_{d}"] = dec
+                m.d.comb += [
+                    dec.code.eq(x_code[c][d]),
+                    dec.step.eq(x_step),
+                    dec.fmt.eq(x_meta.fmt),
+                    dec.type_id.eq(x_meta.cols[c].type_id),
+                ]
+                col.append(dec)
+            terms.append(col)
+
+        max_lsh = max_lane_shift()
+        lane_bits = p.act_bits + max_lsh + 1
+        psum_done = [[None] * C for _ in range(R)]
+        for r in range(R):
+            for c in range(C):
+                lanes = []
+                for d in range(D):
+                    dec = terms[c][d]
+                    shifted = Signal(signed(lane_bits), name=f"lane_{r}_{c}_{d}")
+                    with m.If(dec.nonzero):
+                        with m.Switch(dec.lane_shift):
+                            for k in range(max_lsh + 1):
+                                with m.Case(k):
+                                    m.d.comb += shifted.eq(x_act[r][d] << k)
+                    lanes.append(Mux(dec.negative, -shifted, shifted))
+                tree = Signal(signed(lane_bits + max(1, (D - 1).bit_length())),
+                              name=f"tree_{r}_{c}")
+                m.d.comb += tree.eq(adder_tree(lanes))
+                stepped = Signal(signed(len(tree) + CODE_SLOT_BITS), name=f"step_{r}_{c}")
+                with m.Switch(step_shift):
+                    for k in range(0, CODE_SLOT_BITS, 1):
+                        with m.Case(k):
+                            m.d.comb += stepped.eq(tree << k)
+                psum_next = Signal(signed(p.psum_bits), name=f"psum_next_{r}_{c}")
+                m.d.comb += psum_next.eq(psum[r][c] + stepped)
+                psum_done[r][c] = psum_next
+                with m.If(x_advance):
+                    with m.If(x_final & x_group_end):
+                        m.d.sync += psum[r][c].eq(0)
+                    with m.Else():
+                        m.d.sync += psum[r][c].eq(psum_next)
+
+        # -- dequantizer and accumulators ---------------------------------------------------
+        q_load = x_advance & x_final & x_group_end
+        with m.If(q_load):
+            m.d.sync += [q_busy.eq(1), q_count.eq(0), q_last.eq(x_meta.last)]
+        with m.Elif(q_final & q_advance):
+            m.d.sync += q_busy.eq(0)
+        with m.If(q_advance & ~q_final):
+            m.d.sync += q_count.eq(q_count + 1)
+
+        with m.If(self.out.valid & self.out.ready):
+            m.d.sync += o_valid.eq(0)
+        for c in range(C):
+            digit = q_scale[c][:DEQUANT_BITS_PER_CYCLE]
+            with m.If(q_advance):
+                m.d.sync += q_scale[c].eq(q_scale[c] >> DEQUANT_BITS_PER_CYCLE)
+            for r in range(R):
+                part = Signal(signed(p.psum_bits + 2 * p.dequant_cycles + 2), name=f"dq_{r}_{c}")
+                m.d.comb += part.eq(Mux(digit[0], q_psum[r][c], 0)
+                                    + Mux(digit[1], q_psum[r][c] << 1, 0))
+                acc_next = Signal(signed(p.acc_bits), name=f"acc_next_{r}_{c}")
+                m.d.comb += acc_next.eq(acc[r][c] + part)
+                with m.If(q_advance):
+                    m.d.sync += q_psum[r][c].eq(q_psum[r][c] << DEQUANT_BITS_PER_CYCLE)
+                    with m.If(q_final & q_last):
+                        m.d.sync += [o_data[r][c].eq(acc_next), acc[r][c].eq(0)]
+                    with m.Else():
+                        m.d.sync += acc[r][c].eq(acc_next)
+        with m.If(q_advance & q_final & q_last):
+            m.d.sync += o_valid.eq(1)
+        # a new group's partial sum and scale replace the finished ones in the same cycle:
+        # these statements come after the shifts above, so the load wins
+        with m.If(q_load):
+            m.d.sync += [q_scale[c].eq(x_meta.cols[c].scale) for c in range(C)]
+            m.d.sync += [q_psum[r][c].eq(psum_done[r][c]) for r in range(R) for c in range(C)]
+
+        m.d.comb += [self.out.valid.eq(o_valid), self.out.payload.eq(o_data)]
+        return m
