@@ -7,7 +7,8 @@ has to chase initializers.
 
 Node kinds
 ----------
-``QMatMul``     ``y = requant((a - a_zp) @ (b - b_zp) + bias)`` with constant ``b`` (K, N);
+``QMatMul``     ``y = requant((a - a_zp) @ (b - b_zp) + bias)`` with constant ``b`` (K, N)
+                (or batched (..., K, N));
                 output int (requantized), int32 (the raw accumulator, MatMulInteger) or
                 float32 (dequantized, QGemm without ``y_scale``).
 ``QConv``       a 2-D convolution with the same arithmetic as ``QMatMul``. It is lowered to

@@ -68,9 +68,9 @@ def _assign(node: ir.Node, config) -> ir.Node:
     if isinstance(node, ir.WeightOnlyMatMul):
         return to("bitserial", f"{node.b_dtype} weight-only, INT8 activations per row")
     if isinstance(node, (ir.Quantize, ir.Dequantize)):
-        if node.dtype in _ACT_TYPES and node.block_size == 0 and np.size(node.scale) == 1:
-            return to("post", f"per-tensor {node.dtype} {node.kind.lower()}")
-        return to("host", f"{node.kind} to {node.dtype} (axis/block or non-8-bit format)")
+        layout = ("blocked" if node.block_size else
+                  "per-axis" if np.size(node.scale) > 1 else "per-tensor")
+        return to("post", f"{layout} {node.dtype} {node.kind.lower()}")
     if isinstance(node, ir.DynamicQuantize):
         return to("post", "uint8 dynamic quantization (min/max reduction)")
     if isinstance(node, ir.QAdd):

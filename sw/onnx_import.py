@@ -205,7 +205,7 @@ class _Importer:
         else:
             elem = self.elem_type(node.input[0])
         if elem not in ONNX_TO_DTYPE:
-            raise ModelError(
+            raise _Unsupported(
                 f"{node.op_type} {_node_name(node)!r}: element type "
                 f"{TensorProto.DataType.Name(elem)} is not a supported quantized type"
             )
@@ -398,9 +398,9 @@ def _qdq_passthrough(imp: _Importer, node: onnx.NodeProto) -> ir.Node | None:
 def _qlinear_matmul(imp: _Importer, node: onnx.NodeProto) -> ir.Node:
     a_zp = imp.require_const(node, 2, "a_zero_point")
     b = imp.require_const(node, 3, "b (weights)")
-    if b.ndim != 2:
+    if b.ndim < 2:
         raise _Unsupported(
-            f"QLinearMatMul {_node_name(node)!r}: weights must be 2-D, got {b.shape}")
+            f"QLinearMatMul {_node_name(node)!r}: weights must be at least 2-D, got {b.shape}")
     b_scale = imp.require_const(node, 4, "b_scale")
     b_zp = imp.require_const(node, 5, "b_zero_point")
     return ir.QMatMul(
@@ -516,8 +516,8 @@ def _integer_op(imp: _Importer, node: onnx.NodeProto) -> ir.Node:
     )
     if node.op_type == "ConvInteger":
         return _make_conv(node, w, wzp, common)
-    if w.ndim != 2:
-        raise _Unsupported(f"MatMulInteger {_node_name(node)!r}: weights must be 2-D")
+    if w.ndim < 2:
+        raise _Unsupported(f"MatMulInteger {_node_name(node)!r}: weights must be at least 2-D")
     zp = np.asarray(wzp).reshape(-1)
     return ir.QMatMul(b=w, b_zero_point=zp.reshape(()) if zp.size == 1 else zp, **common)
 
