@@ -257,7 +257,7 @@ class TernaryTableBuilder(wiring.Component):
 
 
 class TernaryTableReader(wiring.Component):
-    """Combinational signed lookup: ``value = (-1)**sign * table[magnitude]`` (0 beyond the table)."""
+    """Combinational signed lookup: ``value = (-1)**sign * table[magnitude]``, 0 off the table."""
 
     def __init__(self, group_size: int, entry_bits: int):
         self.table_size = ternary_table_size(group_size)

@@ -3,14 +3,13 @@ engine in the Amaranth simulator (the Verilator benches are in test_tlmm_verilat
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-
-from trilobit.errors import ConfigError
 from trilobit.hw.tlmm import TernaryTableBuilder, TernaryTableReader, TlmmEngine, TlmmParams
 from trilobit.hw.tlmm_baseline import TlmmBaseline
-from trilobit.packing import balanced_ternary_digits, ternary_group_index, ternary_table_size
 from trilobit.sim.golden_tlmm import (
     WEIGHT_KINDS,
     beat_ints,
@@ -22,6 +21,10 @@ from trilobit.sim.golden_tlmm import (
     unpack_out,
     weight_planes,
 )
+from trilobit.sim.streams import stream_recv, stream_send
+
+from trilobit.errors import ConfigError
+from trilobit.packing import balanced_ternary_digits, ternary_group_index, ternary_table_size
 
 # --------------------------------------------------------------------------------------
 # Golden model against plain integer matmul
@@ -151,50 +154,47 @@ def test_table_reader_returns_signed_entry_of_every_group(G):
 # Whole engine (and baseline) in the Amaranth simulator, random stalls on every stream
 
 
-def run_amaranth_gemv(dut, params, streams, stall, seed, max_cycles=200_000):
+def _raw(port):
+    """The stream with its payload seen as raw bits, for the int beats of gemv_streams."""
+    return SimpleNamespace(payload=port.payload.as_value(), valid=port.valid, ready=port.ready)
+
+
+def run_amaranth_gemv(dut, params, streams, stall, seed, max_cycles=20_000):
     """Drive all four streams with random stalls; return (outputs, cycles to the last one)."""
-    rng = np.random.default_rng(seed)
-    sources = {
-        "cmd": beat_ints(streams["cmd"]),
-        "act": beat_ints(streams["act"]),
-        "weights": beat_ints(streams["weights"]),
-    }
+    rngs = np.random.default_rng(seed).spawn(4)
     outputs = []
-    finished = {"cycles": None}
+    clock = {"cycles": 0, "at_last_output": None}
 
-    def driver(name):
-        port = getattr(dut, name)
-
+    def driver(name, rng):
         async def drive(ctx):
-            for value in sources[name]:
-                while rng.random() < stall:
-                    await ctx.tick()
-                ctx.set(port.payload.as_value(), value)
-                ctx.set(port.valid, 1)
-                await ctx.tick().until(port.ready)
-                ctx.set(port.valid, 0)
+            await stream_send(ctx, _raw(getattr(dut, name)), beat_ints(streams[name]),
+                              stall_prob=stall, rng=rng)
 
         return drive
 
     async def monitor(ctx):
-        cycles = 0
-        while len(outputs) < streams["blocks"]:
-            ready = int(rng.random() >= stall)
-            ctx.set(dut.out.ready, ready)
-            *_, valid, payload = await ctx.tick().sample(dut.out.valid, dut.out.payload.as_value())
-            cycles += 1
-            if ready and valid:
-                outputs.append(unpack_out(payload, params))
-            assert cycles < max_cycles, "engine stopped producing outputs"
-        finished["cycles"] = cycles
+        for value in await stream_recv(ctx, _raw(dut.out), streams["blocks"],
+                                       stall_prob=stall, rng=rngs[3]):
+            outputs.append(unpack_out(value, params))
+
+    async def count_cycles(ctx):
+        transfers = 0
+        while True:
+            *_, valid, ready = await ctx.tick().sample(dut.out.valid, dut.out.ready)
+            clock["cycles"] += 1
+            transfers += valid and ready
+            if transfers == streams["blocks"] and clock["at_last_output"] is None:
+                clock["at_last_output"] = clock["cycles"]
+            assert clock["cycles"] < max_cycles, "engine stopped producing outputs"
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    for name in sources:
-        sim.add_testbench(driver(name))
+    for name, rng in zip(("cmd", "act", "weights"), rngs, strict=False):
+        sim.add_testbench(driver(name, rng))
     sim.add_testbench(monitor)
+    sim.add_testbench(count_cycles, background=True)
     sim.run()
-    return np.array(outputs, dtype=np.int64), finished["cycles"]
+    return np.array(outputs, dtype=np.int64), clock["at_last_output"]
 
 
 def blocks_to_matrix(outputs, streams, m, n):
