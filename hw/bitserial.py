@@ -54,7 +54,7 @@ from trilobit.hw.bitserial_format import (
     SUPPORTED_BITS_PER_CYCLE,
     WeightFormat,
     cycles_per_weight,
-    fp_term_table,
+    fp_decode_tables,
     max_lane_shift,
 )
 
@@ -183,6 +183,10 @@ class BitSerialParams:
         """One ``weights`` payload (``columns x width`` codes) as an integer."""
         return _pack_lanes([int(v) for col in beat for v in col], CODE_SLOT_BITS)
 
+    def pack_out(self, out) -> int:
+        """``rows x columns`` accumulators as one ``out`` payload integer."""
+        return _pack_lanes([int(v) for row in out for v in row], self.acc_bits)
+
     def unpack_out(self, word: int) -> list[list[int]]:
         """An ``out`` payload integer -> ``rows x columns`` signed accumulators."""
         n, mask = self.acc_bits, (1 << self.acc_bits) - 1
@@ -270,20 +274,32 @@ class _TermDecoder(wiring.Component):
                 int_negative.eq(window[1]),
             ]
 
+        # FP: sign-magnitude codes, the code that would be -0 holds the type's extra value
         fp_nonzero, fp_negative, fp_shift = Signal(), Signal(), Signal(len(self.lane_shift))
-        key = Signal(8)  # fp4?, type_id (2), code (4), step 0/1
-        m.d.comb += key.eq(Cat(self.step[0], self.code[:4], self.type_id,
-                               self.fmt == WeightFormat.FP4))
-        with m.Switch(key):
-            for fmt in (WeightFormat.FP3, WeightFormat.FP4):
-                for (type_id, code), terms in fp_term_table(fmt).items():
-                    for step, term in enumerate(terms):
-                        if term.sign == 0:
-                            continue  # default below: no contribution
-                        k = step | (code << 1) | (type_id << 5) | ((fmt == WeightFormat.FP4) << 7)
-                        with m.Case(k):
-                            m.d.comb += [fp_nonzero.eq(1), fp_negative.eq(term.sign < 0),
-                                         fp_shift.eq(term.lane_shift)]
+        for fmt in (WeightFormat.FP3, WeightFormat.FP4):
+            tables = fp_decode_tables(fmt)
+            half = 1 << (fmt.bits - 1)
+            sign = self.code[fmt.bits - 1]
+            mag = self.code[:fmt.bits - 1]
+            with m.If(self.fmt == fmt):
+                with m.If(sign & (mag == 0)):
+                    with m.Switch(Cat(self.step[0], self.type_id)):
+                        for type_id, terms in enumerate(tables.extra):
+                            for step, term in enumerate(terms):
+                                if term.sign:
+                                    with m.Case(step | (type_id << 1)):
+                                        m.d.comb += [fp_nonzero.eq(1),
+                                                     fp_negative.eq(term.sign < 0),
+                                                     fp_shift.eq(term.lane_shift)]
+                with m.Else():
+                    with m.Switch(Cat(self.step[0], mag)):
+                        for magnitude, terms in enumerate(tables.magnitude[:half]):
+                            for step, term in enumerate(terms):
+                                if term.sign:
+                                    with m.Case(step | (magnitude << 1)):
+                                        m.d.comb += [fp_nonzero.eq(1),
+                                                     fp_negative.eq((term.sign < 0) ^ sign),
+                                                     fp_shift.eq(term.lane_shift)]
         is_fp = (self.fmt == WeightFormat.FP3) | (self.fmt == WeightFormat.FP4)
         # FP weights have two terms: steps >= 2 (only with 1 bit per cycle) contribute nothing.
         fp_step_ok = self.step < 2

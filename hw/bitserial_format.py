@@ -51,6 +51,8 @@ __all__ = [
     "cycles_per_weight",
     "weight_terms",
     "fp_term_table",
+    "fp_decode_tables",
+    "FpDecodeTables",
     "booth_digits",
     "naf_digits",
     "max_lane_shift",
@@ -195,6 +197,41 @@ def fp_term_table(fmt: WeightFormat) -> dict[tuple[int, int], tuple[Term, Term]]
     return {
         (t, c): _fp_terms(fmt, t, c) for t in range(4) for c in range(1 << fmt.bits)
     }
+
+
+@dataclass(frozen=True)
+class FpDecodeTables:
+    """Compact decoding of a BitMoD FP format, derived from the value tables.
+
+    ``magnitude[m]`` are the two terms of ``+value`` of magnitude code ``m`` (same for all
+    four candidates; a set sign bit negates them), ``extra[type_id]`` the terms of the
+    candidate's extra value at the code that would be -0.
+    """
+
+    magnitude: tuple[tuple[Term, Term], ...]
+    extra: tuple[tuple[Term, Term], ...]
+
+
+@cache
+def fp_decode_tables(fmt: WeightFormat) -> FpDecodeTables:
+    """Split :func:`fp_term_table` into sign-magnitude and extra-value parts, checking that
+    the value tables have that structure (they do for every BitMoD candidate)."""
+    fmt = WeightFormat.parse(fmt)
+    table = fp_term_table(fmt)
+    half = 1 << (fmt.bits - 1)
+    magnitude = tuple(table[(0, m)] for m in range(half))
+    extra = tuple(table[(t, half)] for t in range(4))
+    for (t, code), terms in table.items():
+        if code == half:
+            continue
+        flip = -1 if code >= half else 1
+        want = tuple(Term(flip * x.sign, x.lane_shift, x.step_shift)
+                     for x in magnitude[code % half])
+        if terms != want:
+            raise ConfigError(
+                f"{format_dtype(fmt, t)} code {code} is not sign-magnitude of the base values"
+            )
+    return FpDecodeTables(magnitude, extra)
 
 
 def weight_terms(

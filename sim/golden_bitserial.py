@@ -20,7 +20,8 @@ from trilobit.dtypes import get_dtype
 from trilobit.errors import ConfigError
 from trilobit.gemm import gemm_int
 
-__all__ = ["EngineJob", "decode_weights", "engine_reference", "ideal_cycles", "random_job"]
+__all__ = ["EngineJob", "decode_weights", "engine_reference", "ideal_cycles", "job_stream_words",
+           "random_job"]
 
 
 @dataclass
@@ -133,3 +134,23 @@ def random_job(
         act[:] = lo
         scales[:] = (1 << scale_bits) - 1
     return EngineJob(act, codes, fmts, type_ids, scales)
+
+
+def job_stream_words(params, jobs: list[EngineJob]) -> dict[str, list[int]]:
+    """Payload integers of every stream for ``jobs`` run back to back, plus the expected
+    ``out`` payloads from :func:`engine_reference`.
+
+    ``params`` is a :class:`trilobit.hw.bitserial.BitSerialParams`. Keys: ``meta``, ``act``,
+    ``weights``, ``expected``.
+    """
+    from trilobit.sw.bitmod import pack_engine_job
+
+    words: dict[str, list[int]] = {"meta": [], "act": [], "weights": [], "expected": []}
+    for job in jobs:
+        beats = pack_engine_job(job.codes, job.fmts, job.type_ids, job.scales, job.act,
+                                params.width)
+        words["meta"] += [params.pack_meta(*m) for m in beats["meta"]]
+        words["act"] += [params.pack_act(a) for a in beats["act"]]
+        words["weights"] += [params.pack_weights(w) for w in beats["weights"]]
+        words["expected"].append(params.pack_out(engine_reference(job)))
+    return words
