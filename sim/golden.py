@@ -414,6 +414,8 @@ class _Run:
         elif op == Opcode.POST:
             if f["mode"] not in [int(p) for p in PostMode] or not (f["m"] and f["n"]):
                 return ErrorCode.BAD_FIELD
+            if f["param"] * line % PARAM_BYTES_PER_CHANNEL:
+                return ErrorCode.BAD_FIELD  # parameters are read one 16-byte channel at a time
         return ErrorCode.NONE
 
     def check_ranges(self, insn: Instruction) -> ErrorCode:

@@ -388,6 +388,7 @@ def test_load_below_window_base():
     (lambda a: a.gemm(Engine.BITSERIAL, WeightEncoding.INT8, 0, 1, 1, 0, 0, 0),
      ErrorCode.BAD_FIELD),
     (lambda a: a.emit(Opcode.POST, mode=3, m=1, n=1), ErrorCode.BAD_FIELD),
+    (lambda a: a.post(PostMode.DYADIC, 1, 1, param=1, no_acc=True), ErrorCode.BAD_FIELD),
     (lambda a: a.load(Buffer.INP, CFG.inp_bytes // LINE - 1, 0, row_lines=2),
      ErrorCode.BUFFER_RANGE),
     (lambda a: a.gemm(Engine.BITSERIAL, WeightEncoding.INT8, 1, 1, CFG.inp_bytes + 1, 0, 0, 0),
