@@ -39,7 +39,7 @@ from trilobit.sw import ir
 from trilobit.sw.legalise import is_ternary, legalise
 
 from trilobit.config import AcceleratorConfig, preset
-from trilobit.errors import ConfigError
+from trilobit.errors import ConfigError, ModelError
 from trilobit.isa import (
     INSN_BYTES,
     Buffer,
@@ -428,6 +428,7 @@ def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None
     config = resolve_config(config)
     graph = legalise(graph, config)
     graph = dataclasses.replace(graph, nodes=[fit_engine(n, config) for n in graph.nodes])
+    _require_engine_work(graph)
     line = config.line_bytes
     kernels: dict[str, list[Kernel]] = {}
     weight_blobs: list[tuple[Kernel, bytes, bytes]] = []
@@ -499,6 +500,26 @@ def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None
         memory_bytes=memory_bytes, compile_seconds=time.perf_counter() - t0,
         weights_packed=packed,
     )
+
+
+_FLOAT_COMPUTE = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+
+
+def _require_engine_work(graph: ir.Graph) -> None:
+    """A model none of whose products reach an engine is not quantized (or not supported):
+    say so, naming the node, rather than silently running everything on the host."""
+    if any(n.engine in ("tlmm", "bitserial") for n in graph.nodes):
+        return
+    float_ops = [n for n in graph.nodes if isinstance(n, ir.HostOp) and n.op_type in
+                 _FLOAT_COMPUTE]
+    if float_ops:
+        n = float_ops[0]
+        raise ModelError(
+            f"model is not quantized: {n.op_type} node {n.name!r} computes in float and no "
+            f"node maps to an accelerator engine (quantize it with onnxruntime.quantization)")
+    host = [n for n in graph.nodes if n.engine == "host"]
+    detail = f"; e.g. node {host[0].name!r}: {host[0].reason}" if host else ""
+    raise ModelError(f"no node of the model maps to an accelerator engine{detail}")
 
 
 def _align(x: int, a: int) -> int:

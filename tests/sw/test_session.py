@@ -1,0 +1,177 @@
+"""Session on the golden backend: compiled programs reproduce onnxruntime bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from sw_models import EXACT_MODELS, WEIGHT_ONLY_MODELS, digits_inputs, model_path, ort_outputs
+from trilobit.sw.onnx_import import import_model
+from trilobit.sw.reference import ReferenceExecutor
+from trilobit.sw.runtime import Session
+
+from trilobit.errors import DeviceTimeout, ModelError, ProgramError
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+@pytest.mark.parametrize("name", EXACT_MODELS)
+def test_session_equals_onnxruntime_on_example_models(name, config):
+    feeds, _ = digits_inputs(name, 24)
+    ours = Session(model_path(name), config=config, batch=8).run(feeds)
+    theirs = ort_outputs(name, feeds)
+    assert list(ours) == [o.name for o in onnx.load(model_path(name)).graph.output]
+    for o, t in zip(ours.values(), theirs, strict=True):
+        assert o.dtype == t.dtype and o.shape == t.shape
+        np.testing.assert_array_equal(o, t)
+
+
+@pytest.mark.parametrize("name", ["mlp_qdq", "mlp_ternary", "cnn_qop", "mlp_dynamic"])
+def test_accuracy_on_the_whole_test_set_equals_onnxruntime(name):
+    feeds, labels = digits_inputs(name)
+    session = Session(model_path(name), config="small", batch=64)
+    ours = next(iter(session.run(feeds).values()))
+    theirs = ort_outputs(name, feeds)[0]
+    np.testing.assert_array_equal(ours, theirs)
+    assert (ours.argmax(1) == labels).mean() == (theirs.argmax(1) == labels).mean() > 0.9
+    assert session.counters()["useful_macs"] > 0
+
+
+@pytest.mark.parametrize("name", WEIGHT_ONLY_MODELS)
+def test_weight_only_session_equals_reference_and_tracks_onnxruntime(name):
+    feeds, _ = digits_inputs(name, 32)
+    ours = next(iter(Session(model_path(name), config="tiny", batch=8).run(feeds).values()))
+    reference = next(iter(ReferenceExecutor(import_model(model_path(name))).run(feeds).values()))
+    np.testing.assert_array_equal(ours, reference)
+    theirs = ort_outputs(name, feeds)[0]
+    assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) <= 0.02
+    np.testing.assert_array_equal(ours.argmax(1), theirs.argmax(1))
+
+
+# -- one-node QLinearMatMul models with random and extreme operands ---------------------------
+
+
+def qlinear_matmul_model(w: np.ndarray, a_type: int, w_type: int, a_zp: int, w_zp,
+                         y_zp: int, a_scale=0.02, w_scale=0.01, y_scale=0.05) -> onnx.ModelProto:
+    k, n = w.shape
+    np_a = helper.tensor_dtype_to_np_dtype(a_type)
+    np_w = helper.tensor_dtype_to_np_dtype(w_type)
+    inits = [
+        numpy_helper.from_array(np.array(a_scale, np.float32), "a_scale"),
+        numpy_helper.from_array(np.array(a_zp, np_a), "a_zp"),
+        numpy_helper.from_array(w.astype(np_w), "w"),
+        numpy_helper.from_array(np.asarray(w_scale, np.float32), "w_scale"),
+        numpy_helper.from_array(np.asarray(w_zp, np_w), "w_zp"),
+        numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(y_zp, np_a), "y_zp"),
+    ]
+    node = helper.make_node("QLinearMatMul", ["a", "a_scale", "a_zp", "w", "w_scale", "w_zp",
+                                              "y_scale", "y_zp"], ["y"], name="qmm")
+    graph = helper.make_graph([node], "qmm", [helper.make_tensor_value_info("a", a_type, ["M", k])],
+                              [helper.make_tensor_value_info("y", a_type, ["M", n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model
+
+
+def _compare(model: onnx.ModelProto, a: np.ndarray, config: str = "tiny") -> None:
+    theirs = ort.InferenceSession(model.SerializeToString()).run(None, {"a": a})[0]
+    ours = Session(model, config=config, batch=4).run({"a": a})["y"]
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_random_qlinear_matmul_with_multi_tile_k_and_n_matches_onnxruntime(rng, signed):
+    # K and N larger than one tile of the tiny configuration: several K steps and N tiles.
+    k, n, m = 300, 70, 11
+    a_type = TensorProto.INT8 if signed else TensorProto.UINT8
+    lo, hi = (-128, 127) if signed else (0, 255)
+    w = rng.integers(-127, 128, (k, n))
+    a = rng.integers(lo, hi + 1, (m, k)).astype(np.int8 if signed else np.uint8)
+    model = qlinear_matmul_model(w, a_type, TensorProto.INT8, int(rng.integers(lo, hi + 1)), 0,
+                                 int(rng.integers(lo, hi + 1)), 0.02, 0.0005, 0.3)
+    _compare(model, a)
+
+
+def test_extreme_activations_and_all_zero_or_unit_weights_match_onnxruntime(rng):
+    k, n = 96, 12
+    for w in (np.zeros((k, n), int), np.ones((k, n), int), -np.ones((k, n), int),
+              rng.choice([-1, 1], (k, n))):
+        for fill in (-128, 127):
+            a = np.full((5, k), fill, np.int8)
+            a[0] = rng.integers(-128, 128, k)
+            model = qlinear_matmul_model(w, TensorProto.INT8, TensorProto.INT8, 0, 0, 3,
+                                         0.05, 0.05, 0.9)
+            _compare(model, a)
+
+
+def test_per_channel_weight_scales_and_uint8_weights_with_zero_point(rng):
+    k, n = 40, 9
+    w = rng.integers(0, 256, (k, n))
+    model = qlinear_matmul_model(w, TensorProto.UINT8, TensorProto.UINT8, 120, 128, 7,
+                                 0.01, rng.uniform(0.001, 0.01, n).astype(np.float32), 0.2)
+    _compare(model, rng.integers(0, 256, (6, k)).astype(np.uint8), config="small")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def test_wrong_input_dtype_shape_and_name_name_the_tensor():
+    session = Session(model_path("mlp_qdq"), config="tiny")
+    with pytest.raises(ModelError, match="pixels.*dtype"):
+        session.run({"pixels": np.zeros((2, 64), np.float64)})
+    with pytest.raises(ModelError, match="pixels.*shape"):
+        session.run({"pixels": np.zeros((2, 63), np.float32)})
+    with pytest.raises(ModelError, match="missing input"):
+        session.run({"image": np.zeros((2, 64), np.float32)})
+
+
+def test_malformed_and_float_models_raise_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="cannot parse"):
+        Session(b"\x08\x01garbage-not-onnx", config="tiny")
+    with pytest.raises(ModelError, match="does not exist"):
+        Session(str(tmp_path / "missing.onnx"), config="tiny")
+    with pytest.raises(ModelError, match="not quantized.*Gemm.*fc1"):
+        Session(model_path("mlp_float"), config="tiny")
+
+
+def test_unsupported_operator_runs_on_the_host_and_the_report_says_so():
+    from trilobit.sw.report import report_rows
+
+    session = Session(model_path("cnn_qdq"), config="small", batch=2)
+    feeds, _ = digits_inputs("cnn_qdq", 2)
+    session.run(feeds)
+    rows = {r["node"]: r for r in report_rows(session.program, session)}
+    assert rows["pool"]["engine"] == "host" and "MaxPool" in rows["pool"]["reason"]
+    assert rows["conv"]["engine"] == "bitserial" and rows["conv"]["cycles"] > 0
+    assert 0 < rows["conv"]["utilization"] <= 1
+
+
+def test_program_round_trip_and_refusals(tmp_path):
+    from trilobit.sw.compiler import compile_model
+    from trilobit.sw.program import Program
+
+    from trilobit.config import preset
+
+    program = compile_model(model_path("mlp_ternary"), "tiny", batch=4)
+    path = tmp_path / "m.tbp"
+    program.save(path)
+    feeds, _ = digits_inputs("mlp_ternary", 9)
+    direct = Session(program, config="tiny").run(feeds)
+    loaded = Session(str(path), config="tiny").run(feeds)
+    np.testing.assert_array_equal(direct["logits"], loaded["logits"])
+    with pytest.raises(ProgramError, match="compiled for"):
+        Session(str(path), config="small")
+    data = bytearray(path.read_bytes())
+    data[200] ^= 0xFF
+    with pytest.raises(ProgramError, match="checksum"):
+        Program.from_bytes(bytes(data), preset("tiny"))
+    with pytest.raises(ProgramError, match="magic"):
+        Program.from_bytes(b"XXXX" + bytes(data[4:]))
+
+
+def test_a_tiny_cycle_budget_times_out():
+    feeds, _ = digits_inputs("mlp_qdq", 2)
+    with pytest.raises(DeviceTimeout):
+        Session(model_path("mlp_qdq"), config="tiny", timeout_cycles=50).run(feeds)
