@@ -129,8 +129,8 @@ class _Importer:
 
     # -- constants --------------------------------------------------------------------
     def const(self, name: str) -> np.ndarray | None:
-        """Value of an initializer or Constant output (integers as int64, floats as float32,
-        other formats as their raw numpy/ml_dtypes arrays), else None."""
+        """Value of an initializer or Constant output, else None: integers in their own numpy
+        type, floats as float32, other formats as their raw numpy/ml_dtypes arrays."""
         if not name:
             return None
         if name in self.inits:
@@ -227,11 +227,17 @@ class _NotConstant(ModelError):
 
 
 def _normalise(arr: np.ndarray) -> np.ndarray:
+    """Integers keep their (at most 64-bit) numpy type, so large weight tensors stay compact;
+    sub-byte ml_dtypes become int8/uint8. Arithmetic widens explicitly where it happens."""
     kind = np.dtype(arr.dtype).kind
-    if kind in "iub":
-        return arr.astype(np.int64)
-    if arr.dtype.name in ("int4", "uint4", "int2", "uint2"):
-        return arr.astype(np.int64)
+    if kind == "b":
+        return arr.astype(np.int8)
+    if kind in "iu":
+        return arr
+    if arr.dtype.name in ("int4", "int2"):
+        return arr.astype(np.int8)
+    if arr.dtype.name in ("uint4", "uint2"):
+        return arr.astype(np.uint8)
     if arr.dtype in (np.float32, np.float64, np.float16):
         return arr.astype(np.float32)
     return arr
@@ -569,7 +575,7 @@ def _matmul_nbits(imp: _Importer, node: onnx.NodeProto) -> ir.Node:
     scales = imp.require_const(node, 2, "scales").astype(np.float32).reshape(n, -1)
     k_blocks = scales.shape[1]
     codes = unpack_bits(packed.reshape(n, -1), bits, packed.size * 8 // bits)
-    codes = codes.reshape(n, k_blocks * block)[:, :k].astype(np.int64)
+    codes = codes.reshape(n, k_blocks * block)[:, :k].astype(np.uint8)
     if len(node.input) > 4 and node.input[4]:
         raise _Unsupported(f"MatMulNBits {_node_name(node)!r}: g_idx is not supported")
     zp_in = node.input[3] if len(node.input) > 3 else ""

@@ -56,6 +56,14 @@ class _ArrayWriter:
 
     def add(self, arr: np.ndarray) -> dict:
         arr = np.ascontiguousarray(arr)
+        if arr.dtype.kind in "iu" and arr.size > 16:
+            # Store integer constants in the narrowest type that holds them.
+            lo, hi = int(arr.min()), int(arr.max())
+            for narrow in (np.int8, np.uint8, np.int16, np.int32):
+                info = np.iinfo(narrow)
+                if info.min <= lo and hi <= info.max:
+                    arr = arr.astype(narrow)
+                    break
         data = arr.tobytes()
         ref = {"__array__": [self.size, len(data), arr.dtype.str, list(arr.shape)]}
         self.chunks.append(data)

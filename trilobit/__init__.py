@@ -13,4 +13,13 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "Session"]
+
+
+def __getattr__(name: str):
+    # trilobit.Session without importing the compiler (onnx, onnxruntime) at package import.
+    if name == "Session":
+        from trilobit.sw.runtime import Session
+
+        return Session
+    raise AttributeError(f"module 'trilobit' has no attribute {name!r}")

@@ -39,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "info": "trilobit.cli:register_info",
     "demo": "trilobit.demo:register",
     "generate": "trilobit.cli:register_generate",
+    "compile": "trilobit.sw.cli:register_compile",
+    "run": "trilobit.sw.cli:register_run",
 }
 
 #: Engine name -> module providing ``add_generate_arguments`` and ``generate_from_args``.
