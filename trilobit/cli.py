@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "generate": "trilobit.cli:register_generate",
     "compile": "trilobit.sw.cli:register_compile",
     "run": "trilobit.sw.cli:register_run",
+    "quantize-weights": "trilobit.sw.quantize_cli",
 }
 
 #: Engine name -> module providing ``add_generate_arguments`` and ``generate_from_args``.
