@@ -100,6 +100,9 @@ def _decode(value, blob: memoryview):
 
 
 def _node_to_json(node: ir.Node, arrays: _ArrayWriter) -> dict:
+    if node.engine in ("tlmm", "bitserial") and type(node) in (ir.QMatMul, ir.WeightOnlyMatMul):
+        # The kernels carry these weights packed in the constant segment; keep only N.
+        node = dataclasses.replace(node, b=np.zeros((0, node.b.shape[-1]), np.int8))
     fields = {f.name: _encode(getattr(node, f.name), arrays) for f in dataclasses.fields(node)}
     return {"kind": node.kind, "fields": fields}
 
