@@ -56,11 +56,14 @@ def isolated_env(site: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(site)}
 
 
-def test_wheel_holds_every_python_file_of_every_package(unpacked_wheel):
+def test_wheel_holds_every_file_of_every_package(unpacked_wheel):
+    """Python modules and data files (C++ harnesses, tables) alike."""
     _, archive, source = unpacked_wheel
-    packed = {name for name in archive.namelist() if name.endswith(".py")}
+    packed = set(archive.namelist())
     for folder, package in SOURCE_PACKAGES.items():
-        for path in (source / folder).rglob("*.py"):
+        for path in (source / folder).rglob("*"):
+            if path.is_dir() or "__pycache__" in path.parts:
+                continue
             relative = path.relative_to(source / folder).as_posix()
             assert f"{package}/{relative}" in packed, f"{folder}/{relative} is not packaged"
     entry_points = next(n for n in archive.namelist() if n.endswith("entry_points.txt"))
