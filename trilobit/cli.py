@@ -37,7 +37,7 @@ __all__ = ["COMMANDS", "ENGINES", "build_parser", "main"]
 #: Subcommand name -> implementing module (``register(subparsers)``) or ``module:function``.
 COMMANDS: dict[str, str] = {
     "info": "trilobit.cli:register_info",
-    "demo": "trilobit.demo:register",
+    "demo": "trilobit.sw.demo:register",
     "generate": "trilobit.cli:register_generate",
     "compile": "trilobit.sw.cli:register_compile",
     "run": "trilobit.sw.cli:register_run",
