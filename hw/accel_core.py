@@ -1,0 +1,784 @@
+"""The accelerator core: fetch, decode and check (from the ISA field table), LOAD/STORE over a
+Wishbone master, a GEMM datapath, the post-processing unit, CSRs on a Wishbone slave.
+
+This first implementation executes instructions **in program order, one at a time**: the
+dependency tokens are counted and checked exactly as the architecture defines (so error
+behaviour matches the golden model), but load, compute and store do not yet overlap. Every
+result, status and architectural counter is the same as with decoupled units (docs/isa.md:
+program order is a legal schedule); only timing differs.
+
+Ports (flat, so the Verilog and the C++ harness see plain names):
+
+* data bus, Wishbone B4 classic master, ``mem_width`` bits, word (line) addresses:
+  ``mem_cyc mem_stb mem_we mem_adr mem_dat_w mem_sel`` out, ``mem_dat_r mem_ack`` in.
+  One transfer at a time; the slave may stall any number of cycles by holding ``ack`` low.
+* CSR bus, Wishbone B4 classic slave, 32 bits, word addresses (``trilobit.hw.accel_csr``):
+  ``csr_cyc csr_stb csr_we csr_adr csr_dat_w`` in, ``csr_dat_r csr_ack`` out; ``ack`` comes
+  one cycle after ``stb``.
+* ``irq``: high while IRQ pending and enabled (a run finished, in DONE or ERROR).
+
+Not implemented yet (the golden model has them): POST mode ORT (the RTL raises BAD_FIELD for
+it), AXI4/AXI4-Lite adapters, decoupled units with instruction queues.
+"""
+
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from trilobit.hw.accel_csr import COUNTERS, REGISTERS
+
+from trilobit.config import AcceleratorConfig
+from trilobit.dtypes import BITMOD_CANDIDATES, get_dtype
+from trilobit.isa import (
+    ENGINE_FORMATS,
+    FORMATS,
+    HEADER,
+    INSN_BITS,
+    INSN_BYTES,
+    Buffer,
+    Engine,
+    ErrorCode,
+    Opcode,
+    PostMode,
+    WeightEncoding,
+    reserved_mask,
+)
+
+__all__ = ["AcceleratorCore", "field_values"]
+
+STATE_IDLE, STATE_BUSY, STATE_DONE, STATE_ERROR = 0, 1, 2, 3
+
+
+def _log2(x: int) -> int:
+    assert x & (x - 1) == 0, x
+    return x.bit_length() - 1
+
+
+def field_values(insn: Signal, opcode: Opcode) -> dict:
+    """Amaranth values of every field of ``opcode``'s format, sliced from ``insn``.
+
+    Generated from :data:`trilobit.isa.FORMATS`: the same table as the Python decoder.
+    """
+    values = {}
+    for f in HEADER + FORMATS[opcode]:
+        v = insn[f.lsb : f.lsb + f.width]
+        values[f.name] = v.as_signed() if f.signed else v
+    return values
+
+
+def _ceil_shift(value, shift: int):
+    """ceil(value / 2**shift) for unsigned values."""
+    return (value + ((1 << shift) - 1)) >> shift
+
+
+class AcceleratorCore(wiring.Component):
+    """The whole accelerator for ``config`` (see module docstring for ports)."""
+
+    def __init__(self, config: AcceleratorConfig):
+        self.config = config
+        self.width = config.mem_width
+        self.line = config.line_bytes
+        self.lb = _log2(self.line)
+        super().__init__({
+            "mem_cyc": Out(1),
+            "mem_stb": Out(1),
+            "mem_we": Out(1),
+            "mem_adr": Out(32 - self.lb),
+            "mem_dat_w": Out(self.width),
+            "mem_sel": Out(self.width // 8),
+            "mem_dat_r": In(self.width),
+            "mem_ack": In(1),
+            "csr_cyc": In(1),
+            "csr_stb": In(1),
+            "csr_we": In(1),
+            "csr_adr": In(5),
+            "csr_dat_w": In(32),
+            "csr_dat_r": Out(32),
+            "csr_ack": Out(1),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):  # noqa: C901 - one FSM, narrated state by state
+        m = Module()
+        cfg, line, lb, width = self.config, self.line, self.lb, self.width
+        eb = lb - 2  # log2 of int32 entries per line
+        lines = {b: cfg.buffer_bytes(b.name.lower()) // line for b in Buffer}
+        acc_entries = cfg.acc_bytes // 4
+        gs = cfg.bitserial.group_size if cfg.bitserial else 1
+        lgs = _log2(gs)
+
+        # -- buffers ----------------------------------------------------------------------
+        m.submodules.inp = inp = Memory(shape=unsigned(width), depth=lines[Buffer.INP], init=[])
+        m.submodules.wgt = wgt = Memory(shape=unsigned(width), depth=lines[Buffer.WGT], init=[])
+        m.submodules.acc = acc = Memory(shape=unsigned(width), depth=lines[Buffer.ACC], init=[])
+        # PARAM holds one 16-byte channel per entry so POST reads a channel in one access;
+        # LOAD writes it a line at a time through byte-lane groups.
+        param_depth = cfg.param_bytes // 16
+        param_parts = 16 // line
+        m.submodules.param = param = Memory(shape=unsigned(128), depth=param_depth, init=[])
+        m.submodules.out = out = Memory(shape=unsigned(width), depth=lines[Buffer.OUT], init=[])
+        inp_r, inp_w = inp.read_port(), inp.write_port()
+        wgt_r, wgt_m, wgt_w = wgt.read_port(), wgt.read_port(), wgt.write_port()
+        acc_r, acc_w = acc.read_port(), acc.write_port(granularity=32)
+        param_r, param_w = param.read_port(), param.write_port(granularity=width)
+        out_r, out_w = out.read_port(), out.write_port(granularity=8)
+
+        # -- CSRs -------------------------------------------------------------------------
+        prog_base = Signal(32)
+        data_base = Signal(32)
+        win_base = Signal(32)
+        win_limit = Signal(32)
+        watchdog = Signal(32, init=cfg.watchdog_cycles)
+        irq_enable = Signal()
+        irq_pending = Signal()
+        state = Signal(2)
+        error_code = Signal(8)
+        error_pc = Signal(32)
+        start = Signal()
+        counters = {name: Signal(32, name=f"cnt_{name}") for name in COUNTERS}
+
+        csr_read = Signal(32)
+        word = self.csr_adr
+        with m.Switch(word):
+            for name, offset in REGISTERS.items():
+                with m.Case(offset // 4):
+                    value = {
+                        "CTRL": Cat(Const(0, 1), irq_enable),
+                        "STATUS": Cat(state, Const(0, 6), error_code, irq_pending),
+                        "ERROR_PC": error_pc,
+                        "PROG_BASE": prog_base,
+                        "DATA_BASE": data_base,
+                        "WIN_BASE": win_base,
+                        "WIN_LIMIT": win_limit,
+                        "WATCHDOG": watchdog,
+                        "ID": Const(cfg.hash32(), 32),
+                    }[name]
+                    m.d.comb += csr_read.eq(value)
+            for name, offset in COUNTERS.items():
+                with m.Case(offset // 4):
+                    m.d.comb += csr_read.eq(counters[name])
+        csr_access = self.csr_cyc & self.csr_stb & ~self.csr_ack
+        m.d.sync += self.csr_ack.eq(csr_access)
+        with m.If(csr_access):
+            m.d.sync += self.csr_dat_r.eq(csr_read)
+        with m.If(csr_access & self.csr_we):
+            data = self.csr_dat_w
+            with m.Switch(word):
+                with m.Case(REGISTERS["CTRL"] // 4):
+                    m.d.sync += irq_enable.eq(data[1])
+                    m.d.comb += start.eq(data[0] & (state != STATE_BUSY))
+                with m.Case(REGISTERS["STATUS"] // 4):
+                    with m.If(data[16]):
+                        m.d.sync += irq_pending.eq(0)
+                with m.Case(REGISTERS["PROG_BASE"] // 4):
+                    m.d.sync += prog_base.eq(data & ~(INSN_BYTES - 1))
+                with m.Case(REGISTERS["DATA_BASE"] // 4):
+                    m.d.sync += data_base.eq(data & ~(line - 1))
+                with m.Case(REGISTERS["WIN_BASE"] // 4):
+                    m.d.sync += win_base.eq(data)
+                with m.Case(REGISTERS["WIN_LIMIT"] // 4):
+                    m.d.sync += win_limit.eq(data)
+                with m.Case(REGISTERS["WATCHDOG"] // 4):
+                    m.d.sync += watchdog.eq(data)
+        m.d.comb += self.irq.eq(irq_pending & irq_enable)
+
+        # -- instruction register and decode ----------------------------------------------
+        insn = Signal(INSN_BITS)
+        pc = Signal(32)
+        opcode = insn[0:4]
+        F = {op: field_values(insn, op) for op in Opcode}
+        hdr = F[Opcode.END]
+        tokens = {ch: Signal(8, name=f"tokens_{ch}") for ch in ("l2c", "c2l", "c2s", "s2c")}
+
+        decode_error = Signal(8)
+        legal = Signal()
+        with m.Switch(opcode):
+            for op in Opcode:
+                with m.Case(int(op)):
+                    m.d.comb += legal.eq((insn & Const(reserved_mask(op), INSN_BITS)) == 0)
+
+        # Per-opcode field, range and window checks (priority as docs/isa.md).
+        bad_field = Signal()
+        bad_range = Signal()
+        bad_window = Signal()
+        bad_token = Signal()
+        token_next = {ch: Signal(9, name=f"tokens_next_{ch}") for ch in tokens}
+        for ch in tokens:
+            m.d.comb += token_next[ch].eq(tokens[ch])
+
+        def pop(ch, flag):
+            """Count a pop; returns its error term (channel empty in program order)."""
+            with m.If(flag):
+                m.d.comb += token_next[ch].eq(tokens[ch] - 1)
+            return flag & (tokens[ch] == 0)
+
+        def push(ch, flag):
+            """Count a push; returns its error term (channel full)."""
+            with m.If(flag):
+                m.d.comb += token_next[ch].eq(tokens[ch] + 1)
+            return flag & (tokens[ch] == cfg.token_depth)
+
+        # LOAD / STORE spans
+        T = F[Opcode.LOAD]
+        span_lines = Signal(24)
+        m.d.comb += span_lines.eq(T["rows"] * T["row_lines"])
+        xfer_start = Signal(34)
+        xfer_end = Signal(40)
+        m.d.comb += [
+            xfer_start.eq(data_base + T["dram"]),
+            xfer_end.eq(xfer_start + (T["rows"] - 1) * T["stride"] + (T["row_lines"] << lb)),
+        ]
+        xfer_window_ok = (xfer_start >= win_base) & (xfer_end <= win_limit)
+        buf_lines = Signal(24)
+        with m.Switch(T["buf"]):
+            for b in Buffer:
+                with m.Case(int(b)):
+                    m.d.comb += buf_lines.eq(lines[b])
+        xfer_bad = (T["rows"] == 0) | (T["row_lines"] == 0) | (T["dram"][:lb] != 0) | (
+            T["stride"][:lb] != 0)
+
+        # GEMM geometry
+        G = F[Opcode.GEMM]
+        wfmt = G["wfmt"]
+        slot_bytes = Signal(17)
+        with m.Switch(wfmt):
+            for fmt in WeightEncoding:
+                with m.Case(int(fmt)):
+                    shift = {8: 0, 4: 1, 2: 2}[fmt.slot_bits]
+                    m.d.comb += slot_bytes.eq(_ceil_shift(G["k"], shift))
+        a_row = Signal(14)
+        w_row = Signal(17)
+        meta_row = Signal(17)
+        m.d.comb += [
+            a_row.eq(_ceil_shift(G["k"], lb)),
+            w_row.eq(_ceil_shift(slot_bytes, lb)),
+            meta_row.eq(_ceil_shift(_ceil_shift(G["k"], lgs) << 1, lb)),
+        ]
+        engine_ok = Signal()
+        with m.Switch(Cat(wfmt, G["engine"])):
+            for engine, fmts in ENGINE_FORMATS.items():
+                present = (cfg.tlmm if engine == Engine.TLMM else cfg.bitserial) is not None
+                for fmt in fmts:
+                    with m.Case(int(fmt) | int(engine) << 4):
+                        m.d.comb += engine_ok.eq(present)
+        gemm_bad = ~engine_ok | (G["meta"] & (G["engine"] != Engine.BITSERIAL)) | (
+            G["m"] == 0) | (G["n"] == 0) | (G["k"] == 0)
+        gemm_range = (
+            (G["inp"] + G["m"] * a_row > lines[Buffer.INP])
+            | (G["wgt"] + G["n"] * w_row > lines[Buffer.WGT])
+            | (G["meta"] & (G["meta_line"] + G["n"] * meta_row > lines[Buffer.WGT]))
+            | (G["acc"] + G["m"] * G["n"] > acc_entries)
+        )
+
+        # POST geometry
+        P = F[Opcode.POST]
+        o_row = Signal(10)
+        m.d.comb += o_row.eq(_ceil_shift(P["n"], lb))
+        mode_acc = P["mode"] == PostMode.ACC
+        post_bad = (P["mode"] == 3) | (P["mode"] == PostMode.ORT) | (P["m"] == 0) | (
+            P["n"] == 0) | (((P["param"] << lb) & 15) != 0)
+        post_range = (
+            ((~P["no_acc"] | mode_acc) & (P["acc"] + P["m"] * P["n"] > acc_entries))
+            | ((P["bias"] | ~mode_acc) & (P["param"] + (P["n"] << (4 - lb)) > lines[Buffer.PARAM]))
+            | (~mode_acc & (P["out"] + P["m"] * o_row > lines[Buffer.OUT]))
+            | (P["residual"] & (P["res"] + P["m"] * o_row > lines[Buffer.INP]))
+        )
+
+        flags_bad = Signal()
+        with m.Switch(opcode):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += [
+                    flags_bad.eq(hdr["pop_prev"] | hdr["push_prev"]),
+                    bad_field.eq(xfer_bad | (T["buf"] > Buffer.PARAM)
+                                 | (T["flip"] & (T["buf"] != Buffer.INP))),
+                    bad_range.eq(T["sram"] + span_lines > buf_lines),
+                    bad_window.eq(~xfer_window_ok),
+                ]
+                m.d.comb += bad_token.eq(pop("c2l", hdr["pop_next"])
+                                         | push("l2c", hdr["push_next"]))
+            with m.Case(Opcode.STORE):
+                m.d.comb += [
+                    flags_bad.eq(hdr["pop_next"] | hdr["push_next"]),
+                    bad_field.eq(xfer_bad | T["flip"]
+                                 | ((T["buf"] != Buffer.ACC) & (T["buf"] != Buffer.OUT))),
+                    bad_range.eq(T["sram"] + span_lines > buf_lines),
+                    bad_window.eq(~xfer_window_ok),
+                ]
+                m.d.comb += bad_token.eq(pop("c2s", hdr["pop_prev"])
+                                         | push("s2c", hdr["push_prev"]))
+            with m.Case(Opcode.GEMM, Opcode.POST):
+                with m.If(opcode == Opcode.GEMM):
+                    m.d.comb += [bad_field.eq(gemm_bad), bad_range.eq(gemm_range)]
+                with m.Else():
+                    m.d.comb += [bad_field.eq(post_bad), bad_range.eq(post_range)]
+                m.d.comb += bad_token.eq(
+                    pop("l2c", hdr["pop_prev"]) | pop("s2c", hdr["pop_next"])
+                    | push("c2l", hdr["push_prev"]) | push("c2s", hdr["push_next"]))
+            with m.Default():
+                m.d.comb += flags_bad.eq(insn[4:8] != 0)
+
+        with m.If(~legal):
+            m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_INSTRUCTION)
+        with m.Elif(flags_bad | bad_field):
+            m.d.comb += decode_error.eq(ErrorCode.BAD_FIELD)
+        with m.Elif(bad_range):
+            m.d.comb += decode_error.eq(ErrorCode.BUFFER_RANGE)
+        with m.Elif(bad_window):
+            m.d.comb += decode_error.eq(ErrorCode.WINDOW)
+        with m.Elif(bad_token):
+            m.d.comb += decode_error.eq(ErrorCode.TOKEN)
+
+        # -- execution registers ----------------------------------------------------------
+        beat = Signal(12)
+        row = Signal(12)
+        row_addr = Signal(34)  # byte address of the current external row
+        sram_ptr = Signal(17)
+        fetch_addr = Signal(36)
+        m.d.comb += fetch_addr.eq(prog_base + (pc << 4))
+        beats_per_insn = INSN_BYTES // line
+
+        # GEMM iteration state
+        gi, gj, gt = Signal(8), Signal(12), Signal(16)
+        a_base, w_base, m_base = Signal(17), Signal(17), Signal(17)
+        acc_ptr = Signal(17)
+        g_m, g_n, g_k = Signal(8), Signal(12), Signal(16)
+        g_fmt = Signal(4)
+        g_meta = Signal()
+        g_accumulate = Signal()
+        g_wgt, g_meta_line = Signal(16), Signal(16)
+        g_arow, g_wrow, g_mrow = Signal(14), Signal(17), Signal(17)
+        g_inp = Signal(16)
+        # stage-1 registers
+        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
+        s1_a_sel = Signal(max(lb, 1))
+        s1_w_sel = Signal(max(lb, 1))
+        s1_w_bit = Signal(3)
+        s1_m_sel = Signal(max(lb, 1))
+        s1_acc_sel = Signal(max(eb, 1))
+        s1_acc_line = Signal(16)
+        s1_acc_entry = Signal(17)
+        gsum = Signal(signed(32))
+        gold = Signal(signed(32))
+
+        # POST iteration state
+        p_mode = Signal(2)
+        p_unsigned, p_bias, p_res, p_noacc = Signal(), Signal(), Signal(), Signal()
+        p_res_zp = Signal(signed(8))
+        p_res_mult = Signal(signed(16))
+        p_param_entry = Signal(16)
+        p_out_base, p_res_base = Signal(17), Signal(17)
+        p_orow = Signal(10)
+        s1_out_line = Signal(17)
+        s1_byte = Signal(max(lb, 1))
+
+        # Transfer parameters latched at dispatch
+        x_buf = Signal(3)
+        x_flip = Signal()
+        x_rows, x_row_lines = Signal(12), Signal(12)
+        x_stride = Signal(24)
+
+        # Default bus outputs
+        m.d.comb += self.mem_sel.eq((1 << (width // 8)) - 1)
+
+        running = Signal()
+        m.d.comb += running.eq(state == STATE_BUSY)
+        with m.If(running):
+            m.d.sync += counters["cycles"].eq(counters["cycles"] + 1)
+
+        def finish(code, at_pc):
+            m.d.sync += [
+                state.eq(Mux(code == 0, STATE_DONE, STATE_ERROR)),
+                error_code.eq(code),
+                error_pc.eq(Mux(code == 0, 0, at_pc)),
+                irq_pending.eq(1),
+            ]
+
+        # Read-port defaults: keep reading the current pointers.
+        m.d.comb += [inp_r.en.eq(1), wgt_r.en.eq(1), wgt_m.en.eq(1), acc_r.en.eq(1),
+                     param_r.en.eq(1), out_r.en.eq(1)]
+
+        # Weight value decode (stage 1 of GEMM)
+        a_byte = inp_r.data.word_select(s1_a_sel, 8).as_signed() if lb else inp_r.data[:8]
+        w_byte = wgt_r.data.word_select(s1_w_sel, 8)
+        w_code = Signal(8)
+        m.d.comb += w_code.eq(w_byte >> s1_w_bit)
+        meta_type = Signal(2)
+        meta_scale = Signal(8)
+        meta_word = wgt_m.data.word_select(s1_m_sel >> 1, 16)
+        with m.If(g_meta):
+            m.d.comb += [meta_type.eq(meta_word[0:2]), meta_scale.eq(meta_word[8:16])]
+        with m.Else():
+            m.d.comb += [meta_type.eq(0), meta_scale.eq(1)]
+        w_value = Signal(signed(8))
+        fp_tables = {}
+        for bits in (3, 4):
+            fp_tables[bits] = Array(
+                Array(Const(int(v), signed(8)) for v in get_dtype(name).values)
+                for name in BITMOD_CANDIDATES[bits]
+            )
+        with m.Switch(g_fmt):
+            with m.Case(WeightEncoding.INT8):
+                m.d.comb += w_value.eq(w_code[:8].as_signed())
+            with m.Case(WeightEncoding.INT6):
+                m.d.comb += w_value.eq(w_code[:6].as_signed())
+            with m.Case(WeightEncoding.INT4):
+                m.d.comb += w_value.eq(w_code[:4].as_signed())
+            with m.Case(WeightEncoding.INT3):
+                m.d.comb += w_value.eq(w_code[:3].as_signed())
+            with m.Case(WeightEncoding.INT2):
+                m.d.comb += w_value.eq(w_code[:2].as_signed())
+            with m.Case(WeightEncoding.TERNARY):
+                # Code 0b10 is reserved and counts as 0.
+                m.d.comb += w_value.eq(Mux(w_code[:2] == 2, 0, w_code[:2].as_signed()))
+            with m.Case(WeightEncoding.FP4):
+                m.d.comb += w_value.eq(fp_tables[4][meta_type][w_code[:4]])
+            with m.Case(WeightEncoding.FP3):
+                m.d.comb += w_value.eq(fp_tables[3][meta_type][w_code[:3]])
+        product = Signal(signed(32))
+        m.d.comb += product.eq(a_byte * w_value * meta_scale.as_signed().as_unsigned())
+        sum_now = Signal(signed(32))
+        m.d.comb += sum_now.eq(Mux(s1_first, 0, gsum) + product)
+        acc_entry_now = acc_r.data.word_select(s1_acc_sel, 32).as_signed() if eb else \
+            acc_r.data[:32].as_signed()
+        old_now = Mux(s1_first, acc_entry_now, gold)
+
+        # POST stage-1 datapath
+        p_acc = acc_entry_now
+        p_par = param_r.data
+        p_bias_v = p_par[0:32].as_signed()
+        p_mult = p_par[32:63]
+        p_shift_raw = p_par[64:70]
+        p_zp = Mux(p_unsigned, p_par[72:80], p_par[72:80].as_signed())
+        p_lo = Mux(p_unsigned, p_par[80:88], p_par[80:88].as_signed())
+        p_hi = Mux(p_unsigned, p_par[88:96], p_par[88:96].as_signed())
+        r_byte = inp_r.data.word_select(s1_byte, 8).as_signed() if lb else inp_r.data[:8]
+        p_v = Signal(signed(32))
+        m.d.comb += p_v.eq(
+            Mux(p_noacc, 0, p_acc) + Mux(p_bias, p_bias_v, 0)
+            + Mux(p_res, (r_byte - p_res_zp) * p_res_mult, 0)
+        )
+        p_shift = Signal(6)
+        m.d.comb += p_shift.eq(Mux(p_shift_raw == 0, 1, Mux(p_shift_raw > 62, 62, p_shift_raw)))
+        p_half = Signal(6)  # the rounding term is 2**(s-1)
+        m.d.comb += p_half.eq(p_shift - 1)
+        p_prod = Signal(signed(66))
+        m.d.comb += p_prod.eq(p_v * p_mult.as_unsigned() + (Const(1, 66) << p_half))
+        p_rounded = Signal(signed(66))
+        m.d.comb += p_rounded.eq(p_prod >> p_shift)
+        p_y = Signal(signed(67))
+        m.d.comb += p_y.eq(p_rounded + p_zp)
+        qmin = Mux(p_unsigned, 0, -128)
+        qmax = Mux(p_unsigned, 255, 127)
+        p_sat = Signal(signed(10))
+        m.d.comb += p_sat.eq(Mux(p_y < qmin, qmin, Mux(p_y > qmax, qmax, p_y)))
+        p_clip = Signal(signed(10))
+        m.d.comb += p_clip.eq(Mux(p_sat < p_lo, p_lo, p_sat))
+        p_out = Signal(signed(10))
+        m.d.comb += p_out.eq(Mux(p_clip > p_hi, p_hi, p_clip))
+
+        # -- the FSM ----------------------------------------------------------------------
+        watchdog_fire = Signal()
+        m.d.comb += watchdog_fire.eq(
+            running & (watchdog != 0) & (counters["cycles"] + 1 >= watchdog))
+
+        def abort_on_watchdog():
+            # Placed last in a state, so it overrides that state's own transition.
+            with m.If(watchdog_fire):
+                m.next = "IDLE"
+
+        with m.FSM(name="core") as fsm:
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [
+                        state.eq(STATE_BUSY),
+                        error_code.eq(0),
+                        error_pc.eq(0),
+                        pc.eq(0),
+                        beat.eq(0),
+                        irq_pending.eq(0),
+                    ]
+                    m.d.sync += [c.eq(0) for c in counters.values()]
+                    m.d.sync += [t.eq(0) for t in tokens.values()]
+                    m.next = "FETCH"
+
+            with m.State("FETCH"):
+                # The whole instruction must lie inside the window before any beat is read.
+                with m.If((fetch_addr < win_base) | (fetch_addr + INSN_BYTES > win_limit)):
+                    finish(ErrorCode.WINDOW, pc)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += [
+                        self.mem_cyc.eq(1),
+                        self.mem_stb.eq(1),
+                        self.mem_adr.eq((fetch_addr >> lb) + beat),
+                    ]
+                    with m.If(self.mem_ack):
+                        m.d.sync += insn.word_select(beat, width).eq(self.mem_dat_r)
+                        with m.If(beat == beats_per_insn - 1):
+                            m.d.sync += beat.eq(0)
+                            m.next = "DECODE"
+                        with m.Else():
+                            m.d.sync += beat.eq(beat + 1)
+                abort_on_watchdog()
+
+            with m.State("DECODE"):
+                with m.If(decode_error != 0):
+                    finish(decode_error, pc)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [tokens[ch].eq(token_next[ch]) for ch in tokens]
+                    m.d.sync += counters["insns"].eq(counters["insns"] + 1)
+                    with m.Switch(opcode):
+                        with m.Case(Opcode.END):
+                            finish(0, pc)
+                            m.next = "IDLE"
+                        with m.Case(Opcode.SYNC):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+                        with m.Case(Opcode.JUMP):
+                            m.d.sync += pc.eq(F[Opcode.JUMP]["target"])
+                            m.next = "FETCH"
+                        with m.Case(Opcode.LOAD, Opcode.STORE):
+                            m.d.sync += [
+                                x_buf.eq(T["buf"]),
+                                x_flip.eq(T["flip"]),
+                                x_rows.eq(T["rows"]),
+                                x_row_lines.eq(T["row_lines"]),
+                                x_stride.eq(T["stride"]),
+                                row_addr.eq(xfer_start),
+                                sram_ptr.eq(T["sram"]),
+                                row.eq(0),
+                                beat.eq(0),
+                            ]
+                            with m.If(opcode == Opcode.LOAD):
+                                m.d.sync += counters["load_insns"].eq(
+                                    counters["load_insns"] + 1)
+                                m.next = "LOAD"
+                            with m.Else():
+                                m.d.sync += counters["store_insns"].eq(
+                                    counters["store_insns"] + 1)
+                                m.next = "STORE_READ"
+                        with m.Case(Opcode.GEMM):
+                            macs = Signal(64)
+                            m.d.comb += macs.eq(Cat(counters["macs"], counters["macs_hi"])
+                                                + G["m"] * G["n"] * G["k"])
+                            m.d.sync += [
+                                counters["compute_insns"].eq(counters["compute_insns"] + 1),
+                                counters["macs"].eq(macs[:32]),
+                                counters["macs_hi"].eq(macs[32:]),
+                                g_m.eq(G["m"]), g_n.eq(G["n"]), g_k.eq(G["k"]),
+                                g_fmt.eq(wfmt), g_meta.eq(G["meta"]),
+                                g_accumulate.eq(G["accumulate"]),
+                                g_inp.eq(G["inp"]), g_wgt.eq(G["wgt"]),
+                                g_meta_line.eq(G["meta_line"]),
+                                g_arow.eq(a_row), g_wrow.eq(w_row), g_mrow.eq(meta_row),
+                                gi.eq(0), gj.eq(0), gt.eq(0),
+                                a_base.eq(G["inp"]), w_base.eq(G["wgt"]),
+                                m_base.eq(G["meta_line"]),
+                                acc_ptr.eq(G["acc"]),
+                            ]
+                            m.next = "GEMM"
+                        with m.Case(Opcode.POST):
+                            m.d.sync += [
+                                counters["compute_insns"].eq(counters["compute_insns"] + 1),
+                                p_mode.eq(P["mode"]), p_unsigned.eq(P["out_unsigned"]),
+                                p_bias.eq(P["bias"]), p_res.eq(P["residual"]),
+                                p_noacc.eq(P["no_acc"]), p_res_zp.eq(P["res_zp"]),
+                                p_res_mult.eq(P["res_mult"]),
+                                p_param_entry.eq(P["param"] >> (4 - lb)),
+                                p_out_base.eq(P["out"]), p_res_base.eq(P["res"]),
+                                p_orow.eq(o_row),
+                                g_m.eq(P["m"]), g_n.eq(P["n"]),
+                                gi.eq(0), gj.eq(0),
+                                acc_ptr.eq(P["acc"]),
+                            ]
+                            m.next = "POST"
+                abort_on_watchdog()
+
+            # LOAD: one bus read per line; each beat lands in the buffer as it arrives.
+            with m.State("LOAD"):
+                m.d.sync += counters["load_busy"].eq(counters["load_busy"] + 1)
+                m.d.comb += [
+                    self.mem_cyc.eq(1),
+                    self.mem_stb.eq(1),
+                    self.mem_adr.eq((row_addr >> lb) + beat),
+                ]
+                with m.If(~self.mem_ack):
+                    m.d.sync += counters["load_stall"].eq(counters["load_stall"] + 1)
+                with m.Else():
+                    flip_mask = Const(int("80" * line, 16), width)
+                    data = self.mem_dat_r ^ Mux(x_flip, flip_mask, 0)
+                    with m.Switch(x_buf):
+                        for b, port in ((Buffer.INP, inp_w), (Buffer.WGT, wgt_w),
+                                        (Buffer.ACC, acc_w)):
+                            with m.Case(int(b)):
+                                m.d.comb += [port.addr.eq(sram_ptr), port.data.eq(data),
+                                             port.en.eq(-1)]
+                        with m.Case(Buffer.PARAM):
+                            part = sram_ptr[: _log2(param_parts)] if param_parts > 1 else 0
+                            m.d.comb += [
+                                param_w.addr.eq(sram_ptr >> _log2(param_parts)),
+                                param_w.data.eq(data.replicate(param_parts)),
+                                param_w.en.eq(Const(1, param_parts) << part),
+                            ]
+                    m.d.sync += [
+                        sram_ptr.eq(sram_ptr + 1),
+                        counters["bytes_read"].eq(counters["bytes_read"] + line),
+                    ]
+                    with m.If(beat == x_row_lines - 1):
+                        m.d.sync += [beat.eq(0), row.eq(row + 1),
+                                     row_addr.eq(row_addr + x_stride)]
+                        with m.If(row == x_rows - 1):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+                abort_on_watchdog()
+
+            # STORE: read a buffer line (one cycle), then write it to the bus.
+            with m.State("STORE_READ"):
+                m.d.sync += counters["store_busy"].eq(counters["store_busy"] + 1)
+                m.d.comb += [acc_r.addr.eq(sram_ptr), out_r.addr.eq(sram_ptr)]
+                m.next = "STORE_WRITE"
+                abort_on_watchdog()
+            with m.State("STORE_WRITE"):
+                m.d.sync += counters["store_busy"].eq(counters["store_busy"] + 1)
+                m.d.comb += [
+                    acc_r.addr.eq(sram_ptr), out_r.addr.eq(sram_ptr),
+                    self.mem_cyc.eq(1), self.mem_stb.eq(1), self.mem_we.eq(1),
+                    self.mem_adr.eq((row_addr >> lb) + beat),
+                    self.mem_dat_w.eq(Mux(x_buf == Buffer.ACC, acc_r.data, out_r.data)),
+                ]
+                with m.If(~self.mem_ack):
+                    m.d.sync += counters["store_stall"].eq(counters["store_stall"] + 1)
+                with m.Else():
+                    m.d.sync += [
+                        sram_ptr.eq(sram_ptr + 1),
+                        counters["bytes_written"].eq(counters["bytes_written"] + line),
+                    ]
+                    m.next = "STORE_READ"
+                    with m.If(beat == x_row_lines - 1):
+                        m.d.sync += [beat.eq(0), row.eq(row + 1),
+                                     row_addr.eq(row_addr + x_stride)]
+                        with m.If(row == x_rows - 1):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+                abort_on_watchdog()
+
+            # GEMM: stage 0 issues buffer reads for (gi, gj, gt); stage 1 multiplies and
+            # accumulates, and writes the ACC entry on the last t of each output.
+            gemm_issue = Signal()
+            with m.State("GEMM"):
+                m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
+                m.d.comb += gemm_issue.eq(1)
+                last_t = gt == g_k - 1
+                last_j = gj == g_n - 1
+                last_i = gi == g_m - 1
+                with m.If(last_t):
+                    m.d.sync += [gt.eq(0), gj.eq(gj + 1), acc_ptr.eq(acc_ptr + 1),
+                                 w_base.eq(w_base + g_wrow), m_base.eq(m_base + g_mrow)]
+                    with m.If(last_j):
+                        m.d.sync += [gj.eq(0), gi.eq(gi + 1), a_base.eq(a_base + g_arow),
+                                     w_base.eq(g_wgt), m_base.eq(g_meta_line)]
+                        with m.If(last_i):
+                            m.next = "GEMM_DRAIN"
+                with m.Else():
+                    m.d.sync += gt.eq(gt + 1)
+                abort_on_watchdog()
+            with m.State("GEMM_DRAIN"):
+                m.d.sync += [counters["compute_busy"].eq(counters["compute_busy"] + 1),
+                             pc.eq(pc + 1)]
+                m.next = "FETCH"
+                abort_on_watchdog()
+
+            post_issue = Signal()
+            with m.State("POST"):
+                m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
+                m.d.comb += post_issue.eq(1)
+                with m.If(gj == g_n - 1):
+                    m.d.sync += [gj.eq(0), gi.eq(gi + 1), p_out_base.eq(p_out_base + p_orow),
+                                 p_res_base.eq(p_res_base + p_orow)]
+                    with m.If(gi == g_m - 1):
+                        m.next = "GEMM_DRAIN"
+                with m.Else():
+                    m.d.sync += gj.eq(gj + 1)
+                m.d.sync += acc_ptr.eq(acc_ptr + 1)
+                abort_on_watchdog()
+
+        with m.If(watchdog_fire):
+            # After the FSM, so the watchdog's status wins over a same-cycle END or error.
+            finish(ErrorCode.WATCHDOG, pc)
+
+        # GEMM stage 0 addresses and stage-1 bookkeeping
+        slot_bit = Signal(20)
+        with m.Switch(g_fmt):
+            for fmt in WeightEncoding:
+                with m.Case(int(fmt)):
+                    m.d.comb += slot_bit.eq(gt * fmt.slot_bits)
+        meta_byte = Signal(17)
+        m.d.comb += meta_byte.eq((gt >> lgs) << 1)
+        with m.If(gemm_issue):
+            m.d.comb += [
+                inp_r.addr.eq(a_base + (gt >> lb)),
+                wgt_r.addr.eq(w_base + (slot_bit >> (3 + lb))),
+                wgt_m.addr.eq(m_base + (meta_byte >> lb)),
+                acc_r.addr.eq(acc_ptr >> eb),
+            ]
+        m.d.sync += [
+            s1_valid.eq(gemm_issue),
+            s1_first.eq(gt == 0),
+            s1_last.eq(gt == g_k - 1),
+            s1_a_sel.eq(gt[:lb]),
+            s1_w_sel.eq(slot_bit[3 : 3 + lb]),
+            s1_w_bit.eq(slot_bit[:3]),
+            s1_m_sel.eq(meta_byte[:lb]),
+            s1_acc_sel.eq(acc_ptr[:eb] if eb else 0),
+            s1_acc_line.eq(acc_ptr >> eb),
+            s1_acc_entry.eq(acc_ptr),
+        ]
+        with m.If(s1_valid):
+            m.d.sync += gsum.eq(sum_now)
+            with m.If(s1_first):
+                m.d.sync += gold.eq(acc_entry_now)
+            with m.If(s1_last):
+                result = Mux(g_accumulate, old_now, 0) + sum_now
+                m.d.comb += [
+                    acc_w.addr.eq(s1_acc_line),
+                    acc_w.data.eq(result.as_unsigned()[:32].replicate(line // 4)),
+                    acc_w.en.eq(Const(1, line // 4) << s1_acc_sel),
+                ]
+
+        # POST stage 0 / stage 1
+        p1_valid = Signal()
+        m.d.sync += p1_valid.eq(post_issue)
+        with m.If(post_issue):
+            m.d.comb += [
+                acc_r.addr.eq(acc_ptr >> eb),
+                param_r.addr.eq(p_param_entry + gj),
+                inp_r.addr.eq(p_res_base + (gj >> lb)),
+            ]
+            m.d.sync += [
+                s1_acc_sel.eq(acc_ptr[:eb] if eb else 0),
+                s1_acc_line.eq(acc_ptr >> eb),
+                s1_out_line.eq(p_out_base + (gj >> lb)),
+                s1_byte.eq(gj[:lb]),
+            ]
+        with m.If(p1_valid):
+            with m.If(p_mode == PostMode.ACC):
+                m.d.comb += [
+                    acc_w.addr.eq(s1_acc_line),
+                    acc_w.data.eq(p_v.as_unsigned().replicate(line // 4)),
+                    acc_w.en.eq(Const(1, line // 4) << s1_acc_sel),
+                ]
+            with m.Else():
+                m.d.comb += [
+                    out_w.addr.eq(s1_out_line),
+                    out_w.data.eq(p_out.as_unsigned()[:8].replicate(line)),
+                    out_w.en.eq(Const(1, line) << s1_byte),
+                ]
+        del fsm
+        return m

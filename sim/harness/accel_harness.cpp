@@ -1,0 +1,190 @@
+// Whole-program harness of the accelerator: the external memory lives in the simulation.
+//
+// Usage: V@TOP@ memory.bin memory_out.bin prog_base data_base win_base win_limit watchdog
+//               stall_prob seed max_cycles [waves_file]
+//
+// memory.bin is the initial external memory image. The harness writes the CSRs over the
+// Wishbone CSR port, starts the run, and answers the Wishbone data master from the image,
+// holding `ack` low with probability stall_prob on every cycle of a transfer. When `irq`
+// rises (or after max_cycles) it reads STATUS, ERROR_PC and every counter, prints them as
+// `name value` lines on stdout, with `bus_outside_window` (transfers the master issued
+// outside [win_base, win_limit): must be 0), `sim_cycles` and `seconds`, and writes the
+// final memory image to memory_out.bin.
+#include "V@TOP@.h"
+#include "verilated.h"
+#if VM_TRACE_VCD
+#include "verilated_vcd_c.h"
+#endif
+#if VM_TRACE_FST
+#include "verilated_fst_c.h"
+#endif
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+@DEFINES@
+
+static void put(IData& port, const uint8_t* b) { std::memcpy(&port, b, 4); }
+static void put(QData& port, const uint8_t* b) { std::memcpy(&port, b, 8); }
+template <std::size_t N> static void put(VlWide<N>& port, const uint8_t* b) {
+    for (std::size_t i = 0; i < N; ++i) std::memcpy(&port[i], b + 4 * i, 4);
+}
+static void get(const IData& port, uint8_t* b) { std::memcpy(b, &port, 4); }
+static void get(const QData& port, uint8_t* b) { std::memcpy(b, &port, 8); }
+template <std::size_t N> static void get(const VlWide<N>& port, uint8_t* b) {
+    for (std::size_t i = 0; i < N; ++i) std::memcpy(b + 4 * i, &port[i], 4);
+}
+
+struct Random {  // xorshift64*: a fixed stall pattern independent of the C++ library
+    uint64_t state;
+    double next() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        return static_cast<double>((state * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
+    }
+};
+
+struct Harness {
+    std::unique_ptr<V@TOP@> top{new V@TOP@};
+    uint64_t cycles = 0;
+#if VM_TRACE
+#if VM_TRACE_FST
+    std::unique_ptr<VerilatedFstC> trace;
+#else
+    std::unique_ptr<VerilatedVcdC> trace;
+#endif
+#endif
+    void tick() {
+        // Inputs were set while clk is low: settle them, then the rising and falling edges.
+        top->eval();
+        top->clk = 1;
+        top->eval();
+#if VM_TRACE
+        if (trace) trace->dump(2 * cycles + 1);
+#endif
+        top->clk = 0;
+        top->eval();
+#if VM_TRACE
+        if (trace) trace->dump(2 * cycles + 2);
+#endif
+        ++cycles;
+    }
+    uint32_t csr(uint32_t offset, bool write, uint32_t value) {
+        top->csr_cyc = 1;
+        top->csr_stb = 1;
+        top->csr_we = write;
+        top->csr_adr = offset >> 2;
+        top->csr_dat_w = value;
+        do tick(); while (!top->csr_ack);
+        uint32_t data = top->csr_dat_r;
+        top->csr_cyc = 0;
+        top->csr_stb = 0;
+        top->csr_we = 0;
+        tick();
+        return data;
+    }
+};
+
+int main(int argc, char** argv) {
+    if (argc != 11 && argc != 12) {
+        std::fprintf(stderr, "usage: %s memory.bin memory_out.bin prog_base data_base win_base "
+                             "win_limit watchdog stall_prob seed max_cycles [waves]\n", argv[0]);
+        return 2;
+    }
+    std::FILE* f = std::fopen(argv[1], "rb");
+    if (!f) { std::perror(argv[1]); return 2; }
+    std::vector<uint8_t> memory;
+    {
+        uint8_t chunk[65536];
+        std::size_t n;
+        while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) memory.insert(memory.end(), chunk, chunk + n);
+        std::fclose(f);
+    }
+    const uint32_t prog_base = std::strtoul(argv[3], nullptr, 0);
+    const uint32_t data_base = std::strtoul(argv[4], nullptr, 0);
+    const uint64_t win_base = std::strtoull(argv[5], nullptr, 0);
+    const uint64_t win_limit = std::strtoull(argv[6], nullptr, 0);
+    const uint32_t watchdog = std::strtoul(argv[7], nullptr, 0);
+    const double stall_prob = std::atof(argv[8]);
+    Random rng{std::strtoull(argv[9], nullptr, 0) * 2 + 1};
+    const uint64_t max_cycles = std::strtoull(argv[10], nullptr, 0);
+
+    Verilated::commandArgs(1, argv);
+    Harness h;
+#if VM_TRACE
+    if (argc == 12) {
+        Verilated::traceEverOn(true);
+#if VM_TRACE_FST
+        h.trace.reset(new VerilatedFstC);
+#else
+        h.trace.reset(new VerilatedVcdC);
+#endif
+        h.top->trace(h.trace.get(), 99);
+        h.trace->open(argv[11]);
+    }
+#endif
+    V@TOP@& top = *h.top;
+    top.clk = 0;
+    top.rst = 1;
+    h.tick();
+    h.tick();
+    top.rst = 0;
+    h.tick();
+
+    h.csr(TRILOBIT_CSR_PROG_BASE, true, prog_base);
+    h.csr(TRILOBIT_CSR_DATA_BASE, true, data_base);
+    h.csr(TRILOBIT_CSR_WIN_BASE, true, static_cast<uint32_t>(win_base));
+    h.csr(TRILOBIT_CSR_WIN_LIMIT, true, static_cast<uint32_t>(win_limit));
+    h.csr(TRILOBIT_CSR_WATCHDOG, true, watchdog);
+    h.csr(TRILOBIT_CSR_CTRL, true, 0x3);  // start, interrupt enabled
+
+    uint64_t outside = 0, beyond_memory = 0;
+    const uint64_t start_cycle = h.cycles;
+    auto t0 = std::chrono::steady_clock::now();
+    while (!top.irq && h.cycles - start_cycle < max_cycles) {
+        top.mem_ack = 0;
+        if (top.mem_cyc && top.mem_stb && rng.next() >= stall_prob) {
+            const uint64_t address = static_cast<uint64_t>(top.mem_adr) * LINE_BYTES;
+            top.mem_ack = 1;
+            if (address < win_base || address + LINE_BYTES > win_limit) ++outside;
+            if (address + LINE_BYTES > memory.size()) {
+                ++beyond_memory;
+                uint8_t zero[LINE_BYTES] = {0};
+                put(top.mem_dat_r, zero);
+            } else if (top.mem_we) {
+                get(top.mem_dat_w, &memory[address]);
+            } else {
+                put(top.mem_dat_r, &memory[address]);
+            }
+        }
+        h.tick();
+    }
+    top.mem_ack = 0;
+    const uint64_t run_cycles = h.cycles - start_cycle;
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    const uint32_t status = h.csr(TRILOBIT_CSR_STATUS, false, 0);
+    std::printf("status %u\n", status);
+    std::printf("error_pc %u\n", h.csr(TRILOBIT_CSR_ERROR_PC, false, 0));
+    std::printf("id %u\n", h.csr(TRILOBIT_CSR_ID, false, 0));
+    for (const auto& c : COUNTER_TABLE) std::printf("%s %u\n", c.name, h.csr(c.offset, false, 0));
+    std::printf("bus_outside_window %llu\n", static_cast<unsigned long long>(outside));
+    std::printf("bus_beyond_memory %llu\n", static_cast<unsigned long long>(beyond_memory));
+    std::printf("sim_cycles %llu\n", static_cast<unsigned long long>(run_cycles));
+    std::printf("seconds %.6f\n", seconds);
+#if VM_TRACE
+    if (h.trace) h.trace->close();
+#endif
+    h.top->final();
+    std::FILE* o = std::fopen(argv[2], "wb");
+    if (!o) { std::perror(argv[2]); return 2; }
+    std::fwrite(memory.data(), 1, memory.size(), o);
+    std::fclose(o);
+    return 0;
+}
