@@ -116,7 +116,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="clock for projected throughput (default: the preset's target)")
     parser.add_argument("--rtl-check", action="store_true",
                         help="first run the Verilator int8 dot-product check")
+    rtl = parser.add_argument_group(
+        "Verilator dot-product check (any of these runs only that check, as before)")
+    rtl.add_argument("--vectors", type=int, default=None, help="dot products (default 200)")
+    rtl.add_argument("--max-length", type=int, default=None, help="longest vector (default 256)")
+    rtl.add_argument("--stall", type=float, default=None,
+                     help="stall probability on each stream (default 0.25)")
+    rtl.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     parser.set_defaults(handler=_run_command)
+
+
+_RTL_DEFAULTS = {"vectors": 200, "max_length": 256, "stall": 0.25, "seed": 0}
+
+
+def _rtl_args(args: argparse.Namespace) -> argparse.Namespace:
+    values = {k: d if getattr(args, k) is None else getattr(args, k)
+              for k, d in _RTL_DEFAULTS.items()}
+    return argparse.Namespace(**values)
 
 
 def _run_command(args: argparse.Namespace) -> int:
@@ -124,13 +140,15 @@ def _run_command(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    console = Console()
-    if args.rtl_check:
-        from trilobit.demo import run_demo
+    from trilobit.demo import _run_demo_command as run_rtl_check
 
-        result = run_demo(64, 128, 0.25, 0)
-        console.print(f"RTL check: Int8DotProduct in Verilator, {result.vectors} dot products "
-                      f"bit-exact against numpy")
+    console = Console()
+    if any(getattr(args, k) is not None for k in _RTL_DEFAULTS):
+        return run_rtl_check(_rtl_args(args))
+    if args.rtl_check:
+        code = run_rtl_check(_rtl_args(args))
+        if code:
+            return code
     fmax = args.fmax_mhz or TARGET_FMAX_MHZ[args.config]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:
