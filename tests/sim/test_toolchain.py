@@ -119,7 +119,8 @@ def test_yowasp_env_names_installed_tools():
     env = toolchain.yowasp_env()
     assert env["OPENFPGALOADER"] == "true"
     for variable in ("YOSYS", "NEXTPNR_ECP5", "ECPPACK", "NEXTPNR_ICE40", "ICEPACK"):
-        assert Path(env[variable]).is_file(), f"{variable}={env[variable]} is not installed"
+        assert Path(env[variable]).is_absolute() and Path(env[variable]).is_file(), \
+            f"{variable}={env[variable]} is not installed"
 
 
 def test_waves_format_is_fst_only_with_lz4():
