@@ -1,4 +1,7 @@
-"""``trilobit demo``: build a small int8 dot-product engine, simulate it, check it bit for bit.
+"""Verilator smoke check: a small int8 dot-product engine, simulated and checked bit for bit.
+
+Run by ``trilobit demo --rtl-check`` (or ``trilobit demo --vectors N ...`` for this check
+alone); it proves that Amaranth, Verilator and the C++ compiler work together on a machine.
 
 What runs, for real: an Amaranth design (:class:`Int8DotProduct`) is converted to Verilog,
 compiled by Verilator into a C++ harness (cached after the first run), fed random int8
@@ -21,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from trilobit.errors import BackendError, ConfigError
 
-__all__ = ["DemoResult", "Int8DotProduct", "demo_vectors", "register", "run_demo"]
+__all__ = ["DemoResult", "Int8DotProduct", "demo_vectors", "run_demo"]
 
 #: Longest vector the demo sends (elements). 4096 x 128**2 = 2**26 fits the 32-bit
 #: accumulator with room to spare.
@@ -212,22 +215,9 @@ def run_demo(vectors: int = 200, max_length: int = 256, stall_prob: float = 0.25
                       simulate_seconds=simulate_seconds)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """``trilobit demo``."""
-    parser = subparsers.add_parser(
-        "demo", help="build a small int8 dot-product engine, simulate it, check it bit-exact",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vectors", type=int, default=200,
-                        help="number of dot products (at least 4; default 200)")
-    parser.add_argument("--max-length", type=int, default=256,
-                        help=f"longest vector, elements (1..{MAX_LENGTH}; default 256)")
-    parser.add_argument("--stall", type=float, default=0.25,
-                        help="probability of a stall cycle on each stream (default 0.25)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.set_defaults(handler=_run_demo_command)
-
-
 def _run_demo_command(args: argparse.Namespace) -> int:
+    """Run the check with a progress bar and print a summary; ``args`` has ``vectors``,
+    ``max_length``, ``stall`` and ``seed``. Returns 0; raises BackendError on a mismatch."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
