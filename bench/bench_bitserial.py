@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 from rich.console import Console
 from rich.progress import Progress
@@ -35,7 +35,7 @@ from trilobit.hw.bitserial_format import WeightFormat
 from trilobit.sim.golden_bitserial import ideal_cycles, job_stream_words, random_job
 from trilobit.sim.toolchain import verilog_for
 
-console = Console()
+console = Console(width=140)
 
 
 def simulate_cycles(dut, params: BitSerialParams, job) -> tuple[int, int]:
@@ -74,7 +74,7 @@ def simulate_cycles(dut, params: BitSerialParams, job) -> tuple[int, int]:
     return result["cycles"], result["payload"]
 
 
-class SynthWrapper:
+class SynthWrapper(Elaboratable):
     """Inputs from a shift chain on pin ``din``; outputs XOR-folded, registered, on ``dout``."""
 
     def __init__(self, engine):
