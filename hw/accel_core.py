@@ -46,7 +46,7 @@ from trilobit.isa import (
     reserved_mask,
 )
 
-__all__ = ["AcceleratorCore", "field_values"]
+__all__ = ["AcceleratorCore", "field_values", "ort_round"]
 
 STATE_IDLE, STATE_BUSY, STATE_DONE, STATE_ERROR = 0, 1, 2, 3
 
@@ -71,6 +71,79 @@ def field_values(insn: Signal, opcode: Opcode) -> dict:
 def _ceil_shift(value, shift: int):
     """ceil(value / 2**shift) for unsigned values."""
     return (value + ((1 << shift) - 1)) >> shift
+
+
+def _highest_set_bit(m: Module, value, width: int) -> Signal:
+    """Index of the most significant 1 of ``value`` (0 when value is 0)."""
+    position = Signal(range(width))
+    for i in range(width):
+        with m.If(value[i]):
+            m.d.comb += position.eq(i)  # later assignments win: the highest bit
+    return position
+
+
+def _shift_round_half_even(m: Module, value, shift, width: int) -> Signal:
+    """``value / 2**shift`` rounded to nearest, ties to even (unsigned ``value``)."""
+    kept = Signal(width)
+    m.d.comb += kept.eq(value >> shift)
+    mask = Signal(width)
+    m.d.comb += mask.eq((Const(1, width + 1) << shift) - 1)
+    rest = Signal(width)
+    m.d.comb += rest.eq(value & mask)
+    half = Signal(width)
+    m.d.comb += half.eq(mask >> 1)  # 2**(shift-1) - 1; a remainder above it is >= half
+    result = Signal(width + 1)
+    round_up = (shift != 0) & ((rest > half + 1) | ((rest == half + 1) & kept[0]))
+    m.d.comb += result.eq(kept + round_up)
+    return result
+
+
+def ort_round(m: Module, v, multiplier_bits) -> Signal:
+    """onnxruntime's ``rint(float32(float32(v) * multiplier))`` for int32 ``v``, exactly.
+
+    Returns a signed value; magnitudes of 512 and more come out as +-1023 (every output type
+    saturates them). The multiplier reads as 0 when negative, subnormal, infinite or NaN, as
+    in :func:`trilobit.sim.golden.ort_multiplier_from_bits`. The two float32 roundings are
+    done on integers: ``float32(v)`` keeps 24 significant bits of ``|v|``, the product of
+    that with the 24-bit significand keeps 24 bits again, then the binary point is applied
+    with round half to even. Products below 2**-126 would be float32 subnormals, but they are
+    below 0.5 and round to 0 either way.
+    """
+    exponent = multiplier_bits[23:31]
+    valid = ~multiplier_bits[31] & (exponent != 0) & (exponent != 0xFF)
+    significand = Cat(multiplier_bits[0:23], Const(1, 1))
+    negative = v < 0
+    magnitude = Signal(32)
+    m.d.comb += magnitude.eq(Mux(negative, -v, v))
+    # float32(v): keep 24 significant bits.
+    top = _highest_set_bit(m, magnitude, 32)
+    drop = Signal(range(9))
+    m.d.comb += drop.eq(Mux(top > 23, top - 23, 0))
+    v24 = Signal(33)
+    m.d.comb += v24.eq(_shift_round_half_even(m, magnitude, drop, 32) << drop)
+    # The exact product, then its float32 rounding to 24 significant bits.
+    product = Signal(57)
+    m.d.comb += product.eq(v24 * significand)
+    ptop = _highest_set_bit(m, product, 57)
+    pdrop = Signal(range(40))
+    m.d.comb += pdrop.eq(Mux(ptop > 23, ptop - 23, 0))
+    p24 = _shift_round_half_even(m, product, pdrop, 57)  # <= 2**24
+    # |result| = p24 * 2**e2, e2 = pdrop + exponent - 150.
+    e2 = Signal(signed(10))
+    m.d.comb += e2.eq(pdrop + exponent - 150)
+    right = Signal(8)
+    m.d.comb += right.eq(Mux(-e2 > 26, 26, -e2))
+    rounded = _shift_round_half_even(m, p24[:25], right, 25)
+    mag = Signal(11)
+    with m.If(~valid | (product == 0)):
+        m.d.comb += mag.eq(0)
+    with m.Elif(e2 >= -14):  # p24 >= 2**23, so the value is at least 2**9
+        m.d.comb += mag.eq(1023)
+    with m.Else():
+        m.d.comb += mag.eq(rounded)
+    result = Signal(signed(12))
+    m.d.comb += result.eq(Mux(negative, -mag, mag))
+    return result
 
 
 class AcceleratorCore(wiring.Component):
@@ -277,7 +350,7 @@ class AcceleratorCore(wiring.Component):
         o_row = Signal(10)
         m.d.comb += o_row.eq(_ceil_shift(P["n"], lb))
         mode_acc = P["mode"] == PostMode.ACC
-        post_bad = (P["mode"] == 3) | (P["mode"] == PostMode.ORT) | (P["m"] == 0) | (
+        post_bad = (P["mode"] == 3) | (P["m"] == 0) | (
             P["n"] == 0) | (((P["param"] << lb) & 15) != 0)
         post_range = (
             ((~P["no_acc"] | mode_acc) & (P["acc"] + P["m"] * P["n"] > acc_entries))
@@ -467,8 +540,9 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += p_prod.eq(p_v * p_mult.as_unsigned() + (Const(1, 66) << p_half))
         p_rounded = Signal(signed(66))
         m.d.comb += p_rounded.eq(p_prod >> p_shift)
+        p_ort = ort_round(m, p_v, p_par[32:64])
         p_y = Signal(signed(67))
-        m.d.comb += p_y.eq(p_rounded + p_zp)
+        m.d.comb += p_y.eq(Mux(p_mode == PostMode.ORT, p_ort, p_rounded) + p_zp)
         qmin = Mux(p_unsigned, 0, -128)
         qmax = Mux(p_unsigned, 255, 127)
         p_sat = Signal(signed(10))
