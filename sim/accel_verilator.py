@@ -47,8 +47,11 @@ class VerilatorAccelerator:
         waves: also build a tracing variant (VCD, or FST when the system has lz4).
     """
 
-    def __init__(self, config: AcceleratorConfig, waves: bool = False):
+    def __init__(self, config: AcceleratorConfig, waves: bool | str | Path = False):
         self.config = config
+        # With a path, every run writes its waves there (run n > 0 to stem.n.suffix).
+        self.waves_path = Path(waves) if isinstance(waves, str | Path) else None
+        self.runs = 0
         verilog = verilog_for(AcceleratorCore(config), TOP)
         args: list[str] = []
         self.waves_format = None
@@ -84,6 +87,12 @@ class VerilatorAccelerator:
             command = [str(self.executable), str(image), str(final), str(prog_base),
                        str(data_base), str(window[0]), str(window[1]), str(watchdog),
                        repr(float(stall_prob)), str(seed), str(max_cycles)]
+            if waves is None and self.waves_path is not None:
+                path = self.waves_path
+                if self.runs:
+                    path = path.with_name(f"{path.stem}.{self.runs}{path.suffix}")
+                waves = path
+            self.runs += 1
             if waves is not None:
                 if self.waves_format is None:
                     raise BackendError("waves requested from a build without tracing")

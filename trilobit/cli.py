@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "compile": "trilobit.sw.cli:register_compile",
     "run": "trilobit.sw.cli:register_run",
     "quantize-weights": "trilobit.sw.quantize_cli",
+    "sim": "trilobit.sim.sim_cli",
 }
 
 #: Engine name -> module providing ``add_generate_arguments`` and ``generate_from_args``.
