@@ -89,6 +89,15 @@ class Kernel:
     ``out_kind``: ``"requant"`` (8-bit OUT tiles) or ``"int32"`` (ACC tiles).
     """
 
+    @property
+    def host_requant(self) -> bool:
+        return self.post_mode == "host"
+
+    @property
+    def y_dtype(self) -> str:
+        return "uint8" if self.out_unsigned else "int8"
+
+
     node: str
     engine: int
     wfmt: int
@@ -100,6 +109,13 @@ class Kernel:
     flip: bool
     out_kind: str
     out_unsigned: bool
+    #: Weights minus zero point needed 9 bits: W' = W_a + W_b with both in int8, stacked
+    #: along K (k = 2 x the model's K); the host repeats each activation row twice.
+    split_k: bool = False
+    #: POST requantization: ``"ort"`` (float32, bit-identical to onnxruntime), ``"dyadic"``
+    #: (integer multiplier and shift, at most one unit from onnxruntime) or ``"host"`` (the
+    #: run stores int32 accumulators; the host requantizes as onnxruntime).
+    post_mode: str = "ort"
     prog_addr: int = 0
     prog_len: int = 0
     weights_addr: int = 0
@@ -167,8 +183,8 @@ def fit_engine(node: ir.Node, config: AcceleratorConfig) -> ir.Node:
     if node.b.ndim != 2 and not isinstance(node, ir.QConv):
         return host(f"batched weights {node.b.shape}")
     w = _weights_of(node).astype(np.int64) - np.asarray(node.b_zero_point, np.int64)
-    if w.size and (w.min() < -128 or w.max() > 127):
-        return host("weights minus their zero point exceed int8")
+    if w.size and (w.min() < -255 or w.max() > 255):
+        return host("weights minus their zero point exceed 9 bits")
     engine_params = config.tlmm if node.engine == "tlmm" else config.bitserial
     if engine_params is None:
         other = "bitserial" if node.engine == "tlmm" else "tlmm"
@@ -261,8 +277,15 @@ def param_bytes(kernel: Kernel, bias: np.ndarray, line: int) -> bytes:
     for n0 in range(0, kernel.n, kernel.tn):
         sl = slice(n0, min(kernel.n, n0 + kernel.tn))
         cols = sl.stop - sl.start
-        if kernel.out_kind == "requant":
-            mult = np.broadcast_to(np.asarray(kernel.multiplier, np.float32), (kernel.n,))[sl]
+        mult = None if kernel.multiplier is None else np.broadcast_to(
+            np.asarray(kernel.multiplier, np.float32), (kernel.n,))[sl]
+        if kernel.out_kind == "requant" and kernel.post_mode == "dyadic":
+            from trilobit.requant import dyadic_from_scale
+
+            pairs = [dyadic_from_scale(float(v)) for v in mult]
+            raw = pack_post_params(bias[sl], [p[0] for p in pairs], [p[1] for p in pairs],
+                                   kernel.y_zero_point, lo, hi, n=cols, mode=PostMode.DYADIC)
+        elif kernel.out_kind == "requant":
             raw = pack_post_params(bias[sl], mult, 0, kernel.y_zero_point, lo, hi, n=cols,
                                    mode=PostMode.ORT)
         else:
@@ -333,7 +356,8 @@ def emit_kernel(kernel: Kernel, config: AcceleratorConfig) -> bytes:
         # POST releases this step's buffers (it reads PARAM) and hands the tile to STORE.
         o_lines = _lines(tn, line)
         if kernel.out_kind == "requant":
-            asm.post(PostMode.ORT, m=kernel.tm, n=tn, acc=(t % 2) * acc_half,
+            mode = PostMode.DYADIC if kernel.post_mode == "dyadic" else PostMode.ORT
+            asm.post(mode, m=kernel.tm, n=tn, acc=(t % 2) * acc_half,
                      param=(t % 2) * param_half, out=(t % 2) * out_half,
                      out_unsigned=kernel.out_unsigned, bias=True, push_prev=True, push_next=True)
             size = kernel.tm * o_lines * line
@@ -410,20 +434,35 @@ def _kernel_specs(node: ir.Node) -> list[dict]:
         for j, k0 in enumerate(range(0, k, node.block_size)):
             blk = node.b[k0 : k0 + node.block_size].astype(np.int64)
             zp = 0 if node.zero_point is None else node.zero_point[j]
-            specs.append(dict(w=blk - zp, bias=None, out_kind="int32", a_dtype="int8",
+            specs.append(dict(w=blk - zp, split_k=False, bias=None, out_kind="int32",
+                              a_dtype="int8",
                               a_zp=0, multiplier=None, y_zp=0, y_dtype="int8",
                               name=f"{node.name}#k{j}"))
         return specs
     w = _weights_of(node).astype(np.int64) - np.asarray(node.b_zero_point, np.int64)
+    split = bool(w.size) and (w.min() < -128 or w.max() > 127)
+    if split:
+        # Exact: W' = clip(W', int8) + remainder, both halves int8, accumulated in ACC.
+        w_a = np.clip(w, -128, 127)
+        w = np.concatenate([w_a, w - w_a], axis=0)
     out_kind = "requant" if node.out == "requant" else "int32"
-    return [dict(w=w, bias=node.bias, out_kind=out_kind, a_dtype=node.a_dtype,
+    return [dict(w=w, split_k=split, bias=node.bias, out_kind=out_kind,
+                 a_dtype=node.a_dtype,
                  a_zp=node.a_zero_point, multiplier=node.multiplier,
                  y_zp=node.y_zero_point, y_dtype=node.y_dtype, name=node.name)]
 
 
+POST_MODES = ("ort", "dyadic", "host")
+
+
 def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None,
-                  batch: int = 1) -> CompiledGraph:
-    """Legalise, tile, pack, schedule and emit every engine node of ``graph``."""
+                  batch: int = 1, post_mode: str = "ort") -> CompiledGraph:
+    """Legalise, tile, pack, schedule and emit every engine node of ``graph``.
+
+    ``post_mode`` chooses how requantized outputs are produced (see :class:`Kernel`).
+    """
+    if post_mode not in POST_MODES:
+        raise ConfigError(f"post_mode must be one of {POST_MODES}, got {post_mode!r}")
     t0 = time.perf_counter()
     config = resolve_config(config)
     graph = legalise(graph, config)
@@ -445,13 +484,17 @@ def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None
                 engine, wfmt = Engine.BITSERIAL, WeightEncoding.INT3
             rows = _rows_hint(graph, node, batch) if isinstance(node, ir.QMatMul) else batch
             out_kind = spec["out_kind"]
+            mode = post_mode if out_kind == "requant" else "ort"
+            if mode == "host":
+                out_kind = "int32"
             tm, tk, tn = plan_tiles(config, k, n, wfmt, rows, out_kind)
             flip = spec["a_dtype"] == "uint8"
             a_offset = 128 if flip else 0
             colsum = w.sum(axis=0).astype(np.int64)
             kernel = Kernel(
                 node=spec["name"], engine=int(engine), wfmt=int(wfmt), tm=tm, k=k, n=n,
-                tk=tk, tn=tn, flip=flip, out_kind=out_kind,
+                tk=tk, tn=tn, flip=flip, out_kind=out_kind, post_mode=mode,
+                split_k=spec["split_k"],
                 out_unsigned=spec["y_dtype"] == "uint8", colsum=colsum,
                 multiplier=spec["multiplier"], y_zero_point=int(spec["y_zp"]),
                 a_offset=a_offset, inp_row_bytes=_lines(k, line) * line,
@@ -526,12 +569,13 @@ def _align(x: int, a: int) -> int:
     return -(-x // a) * a
 
 
-def compile_model(model, config: AcceleratorConfig | str | None = None, batch: int = 1):
+def compile_model(model, config: AcceleratorConfig | str | None = None, batch: int = 1,
+                  post_mode: str = "ort"):
     """Import an ONNX model and compile it into a :class:`trilobit.sw.program.Program`."""
     from trilobit.sw.onnx_import import import_model
     from trilobit.sw.program import Program
 
     t0 = time.perf_counter()
-    compiled = compile_graph(import_model(model), config, batch=batch)
+    compiled = compile_graph(import_model(model), config, batch=batch, post_mode=post_mode)
     compiled.compile_seconds = time.perf_counter() - t0
     return Program.from_compiled(compiled)

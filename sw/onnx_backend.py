@@ -23,7 +23,8 @@ from trilobit.sw.reference import ReferenceExecutor, storage_dtype
 
 from trilobit.errors import BackendError
 
-__all__ = ["TrilobitBackend", "TrilobitBackendRep", "StrictTrilobitBackend"]
+__all__ = ["TrilobitBackend", "TrilobitBackendRep", "StrictTrilobitBackend",
+           "VerilatorTrilobitBackend"]
 
 def _to_internal(value: np.ndarray) -> np.ndarray:
     """ONNX-side numpy (ml_dtypes for sub-byte types) -> this executor's storage."""
@@ -50,9 +51,11 @@ def _to_onnx(value: np.ndarray, elem_type: int) -> np.ndarray:
 class TrilobitBackendRep(BackendRep):
     """A prepared model; constants are bound at ``run`` time."""
 
-    def __init__(self, model: onnx.ModelProto, backend: str = "golden", strict: bool = False):
+    def __init__(self, model: onnx.ModelProto, backend: str = "golden", strict: bool = False,
+                 config: str = "tiny"):
         self.model = model
         self.backend = backend
+        self.config = config
         self.strict = strict
         self.last_graph = None
 
@@ -90,8 +93,6 @@ class TrilobitBackendRep(BackendRep):
                 "nodes would run on the host: "
                 + ", ".join(f"{n.name!r} ({n.kind}: {n.reason})" for n in host)
             )
-        if self.backend != "golden":
-            raise BackendError(f"onnx backend: unknown backend {self.backend!r}")
         internal = {}
         for name, value in runtime.items():
             arr = _to_internal(np.asarray(value))
@@ -99,7 +100,13 @@ class TrilobitBackendRep(BackendRep):
             if info is not None and info.dtype not in ("unknown", "float32"):
                 arr = arr.astype(storage_dtype(info.dtype))
             internal[name] = arr
-        outputs = ReferenceExecutor(graph).run(internal)
+        if self.backend == "golden":
+            outputs = ReferenceExecutor(graph).run(internal)
+        else:
+            from trilobit.sw.runtime import Session
+
+            session = Session(model, config=self.config, backend=self.backend, batch=4)
+            outputs = session.run(internal)
         types = {o.name: o.type.tensor_type.elem_type for o in self.model.graph.output}
         return tuple(_to_onnx(outputs[n], types[n]) for n in graph.outputs)
 
@@ -108,7 +115,10 @@ class TrilobitBackend(Backend):
     """onnx backend API over trilobit (``device`` is ignored: the accelerator is the device)."""
 
     strict = False
+    #: ``"golden"``: the numerics-core reference executor; ``"verilator"``: compile for
+    #: :attr:`config` and run the program on the RTL.
     target = "golden"
+    config = "tiny"
 
     @classmethod
     def is_compatible(cls, model, device: str = "CPU", **kwargs) -> bool:
@@ -121,7 +131,8 @@ class TrilobitBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> TrilobitBackendRep:
         super().prepare(model, device, **kwargs)
-        return TrilobitBackendRep(load_model(model), backend=cls.target, strict=cls.strict)
+        return TrilobitBackendRep(load_model(model), backend=cls.target, strict=cls.strict,
+                                  config=cls.config)
 
     @classmethod
     def run_model(cls, model, inputs, device: str = "CPU", **kwargs):
@@ -137,4 +148,10 @@ class StrictTrilobitBackend(TrilobitBackend):
     """Refuses host fallbacks: every node must map to an accelerator engine."""
 
     strict = True
+
+
+class VerilatorTrilobitBackend(StrictTrilobitBackend):
+    """Strict, and the graph runs as a compiled program on the RTL in Verilator."""
+
+    target = "verilator"
 

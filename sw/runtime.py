@@ -28,8 +28,10 @@ from trilobit.sw.reference import ReferenceExecutor, check_feeds, im2col
 
 from trilobit.config import AcceleratorConfig
 from trilobit.errors import BackendError, DeviceTimeout, ProgramError
+from trilobit.requant import requantize_ort
 
-__all__ = ["Session", "Backend", "GoldenBackend", "NodeStats", "make_backend", "BACKENDS"]
+__all__ = ["Session", "Backend", "GoldenBackend", "VerilatorBackend", "NodeStats",
+           "make_backend", "BACKENDS"]
 
 BACKENDS = ("golden", "verilator", "device")
 
@@ -52,6 +54,8 @@ class GoldenBackend:
     """The instruction-level golden model as a backend."""
 
     name = "golden"
+    #: POST requantization modes this backend executes (see trilobit.sw.compiler.Kernel).
+    post_modes = ("ort", "dyadic", "host")
 
     def __init__(self, config: AcceleratorConfig):
         self.config = config
@@ -82,18 +86,67 @@ class GoldenBackend:
         return result.counters
 
 
+_VERILATOR_MODELS: dict[str, object] = {}
+
+
+class VerilatorBackend:
+    """The accelerator RTL compiled by Verilator; memory lives in the C++ harness per run.
+
+    The RTL executes every POST mode (``"ort"``, ``"dyadic"``) and ``"host"`` requantization
+    (int32 accumulators stored, requantized on the host). ``stall_prob`` adds random wait
+    states on the data bus.
+    """
+
+    name = "verilator"
+    post_modes = ("ort", "host", "dyadic")
+
+    def __init__(self, config: AcceleratorConfig, stall_prob: float = 0.0, seed: int = 1):
+        try:
+            from trilobit.sim.accel_verilator import VerilatorAccelerator
+        except ImportError as exc:
+            raise BackendError(f"backend 'verilator' is unavailable: {exc}") from exc
+        self.config = config
+        key = config.hash()
+        if key not in _VERILATOR_MODELS:  # converting the RTL to Verilog takes seconds
+            _VERILATOR_MODELS[key] = VerilatorAccelerator(config)
+        self.accel = _VERILATOR_MODELS[key]
+        self.stall_prob = stall_prob
+        self.seed = seed
+        self.memory = None
+        self.figures: dict = {}
+
+    def load(self, program: Program) -> None:
+        self.memory = program.memory_image()
+
+    def write(self, address: int, data: np.ndarray) -> None:
+        data = np.ascontiguousarray(data).view(np.uint8).reshape(-1)
+        self.memory[address : address + data.size] = data
+
+    def read(self, address: int, size: int) -> np.ndarray:
+        return self.memory[address : address + size].copy()
+
+    def run(self, prog_addr: int, timeout_cycles: int | None = None) -> dict:
+        from trilobit.isa import ErrorCode
+
+        budget = timeout_cycles or self.config.watchdog_cycles
+        result, memory, figures = self.accel.run(
+            self.memory, prog_addr, 0, (0, self.memory.size), watchdog=budget,
+            stall_prob=self.stall_prob, seed=self.seed)
+        self.memory = np.array(memory, dtype=np.uint8)
+        self.figures = figures
+        if result.error == ErrorCode.WATCHDOG:
+            raise DeviceTimeout(f"verilator: run at {prog_addr:#x} exceeded {budget} cycles")
+        if not result.ok:
+            raise BackendError(f"verilator: run at {prog_addr:#x} stopped with "
+                               f"{result.error.name} at instruction {result.error_pc}")
+        return result.counters
+
+
 def make_backend(name: str, config: AcceleratorConfig) -> Backend:
     """Backend ``name`` for ``config``; BackendError when it is not available here."""
     if name == "golden":
         return GoldenBackend(config)
     if name == "verilator":
-        try:
-            from trilobit.sim.accel_backend import VerilatorBackend  # the RTL top's runner
-        except ImportError as exc:
-            raise BackendError(
-                "backend 'verilator' needs the accelerator RTL top (trilobit.sim.accel_backend),"
-                " which this installation does not have yet"
-            ) from exc
         return VerilatorBackend(config)
     if name == "device":
         try:
@@ -138,13 +191,24 @@ class Session:
         batch: rows per accelerator run the compiler plans for (larger batches run in
             several runs).
         timeout_cycles: cycle budget of each run (default: the config's watchdog).
+        post_mode: requantization mode when compiling (default: ``"ort"`` where the backend
+            has it, else ``"host"``); see :class:`trilobit.sw.compiler.Kernel`.
     """
 
     def __init__(self, model_or_program, config: AcceleratorConfig | str | None = None,
-                 backend: str = "golden", batch: int = 1, timeout_cycles: int | None = None):
+                 backend: str = "golden", batch: int = 1, timeout_cycles: int | None = None,
+                 post_mode: str | None = None):
         self.config = resolve_config(config)
-        self.program = self._program(model_or_program, batch)
         self.backend = make_backend(backend, self.config)
+        modes = getattr(self.backend, "post_modes", ("ort",))
+        self.post_mode = post_mode or ("ort" if "ort" in modes else modes[0])
+        self.program = self._program(model_or_program, batch)
+        used = {k.post_mode for ks in self.program.kernels.values() for k in ks
+                if k.out_kind == "requant" or k.host_requant}
+        if used - set(modes):
+            raise BackendError(
+                f"backend {self.backend.name!r} cannot execute POST mode(s) "
+                f"{sorted(used - set(modes))}; compile with post_mode in {modes}")
         self.backend.load(self.program)
         self.timeout_cycles = timeout_cycles
         self._executor = ReferenceExecutor(self.program.graph)
@@ -162,7 +226,7 @@ class Session:
             return Program.load(source, self.config)
         if isinstance(source, bytes) and source[:4] == b"TBP\x00":
             return Program.from_bytes(source, self.config)
-        return compile_model(source, self.config, batch=batch)
+        return compile_model(source, self.config, batch=batch, post_mode=self.post_mode)
 
     @property
     def graph(self) -> ir.Graph:
@@ -228,6 +292,8 @@ class Session:
             bias = folded_bias(getattr(node, "bias", None), kernel.colsum, kernel.a_offset, a_zp)
             self.backend.write(kernel.params_addr, np.frombuffer(
                 param_bytes(kernel, bias, line), np.uint8))
+        if kernel.split_k:
+            a = np.concatenate([a, a], axis=1)
         rows = a.shape[0]
         out = np.empty((rows, kernel.n), np.int32 if kernel.out_kind == "int32" else (
             np.uint8 if kernel.out_unsigned else np.int8))
@@ -243,8 +309,11 @@ class Session:
             stats.cycles += counters.get("cycles", 0)
             stats.compute_busy += counters.get("compute_busy", 0)
             stats.macs += counters.get("macs", 0)
-            stats.useful_macs += (r1 - r0) * kernel.k * kernel.n
+            stats.useful_macs += (r1 - r0) * kernel.k * kernel.n // (2 if kernel.split_k else 1)
             out[r0:r1] = self._read_tiles(kernel)[: r1 - r0]
+        if kernel.host_requant:
+            out = requantize_ort(out, kernel.multiplier, kernel.y_zero_point,
+                                 kernel.y_dtype).astype(kernel.y_dtype)
         if a_zp != self._static_zp(node):
             # Restore the compiled parameters for the next caller.
             bias = folded_bias(getattr(node, "bias", None), kernel.colsum, kernel.a_offset,
