@@ -175,3 +175,32 @@ def test_a_tiny_cycle_budget_times_out():
     feeds, _ = digits_inputs("mlp_qdq", 2)
     with pytest.raises(DeviceTimeout):
         Session(model_path("mlp_qdq"), config="tiny", timeout_cycles=50).run(feeds)
+
+
+def test_nine_bit_weights_are_split_into_two_int8_halves_exactly(rng):
+    # uint8 weights with zero point 20: W - 20 spans -20..235, beyond int8.
+    k, n = 70, 13
+    w = rng.integers(0, 256, (k, n))
+    w[0, 0], w[1, 1] = 255, 0
+    model = qlinear_matmul_model(w, TensorProto.UINT8, TensorProto.UINT8, 99, 20, 5,
+                                 0.01, 0.002, 0.4)
+    session = Session(model, config="tiny", batch=4)
+    assert session.program.kernels["qmm"][0].split_k
+    a = rng.integers(0, 256, (7, k)).astype(np.uint8)
+    theirs = ort.InferenceSession(model.SerializeToString()).run(None, {"a": a})[0]
+    np.testing.assert_array_equal(session.run({"a": a})["y"], theirs)
+
+
+@pytest.mark.parametrize("post_mode", ["host", "dyadic"])
+def test_other_post_modes_on_golden(post_mode):
+    feeds, _ = digits_inputs("cnn_qdq", 6)
+    session = Session(model_path("cnn_qdq"), config="tiny", batch=4, post_mode=post_mode)
+    ours = next(iter(session.run(feeds).values()))
+    theirs = ort_outputs("cnn_qdq", feeds)[0]
+    if post_mode == "host":
+        np.testing.assert_array_equal(ours, theirs)
+    else:
+        # dyadic rounds half up in integers: at most one output step from onnxruntime.
+        step = float(session.graph.nodes[-1].scale)
+        assert np.abs(ours - theirs).max() <= step
+        np.testing.assert_array_equal(ours.argmax(1), theirs.argmax(1))
