@@ -199,6 +199,9 @@ def weight_encoding(node: ir.Node, w: np.ndarray) -> tuple[Engine, WeightEncodin
     """Narrowest encoding of the engine holding every value of ``w`` (W minus zero point)."""
     if node.engine == "tlmm" and is_ternary(w, 0):
         return Engine.TLMM, WeightEncoding.TERNARY
+    if getattr(node, "b_dtype", "") == "fp4":
+        # BitMoD fp4 codes; the -0 code (an extra value in the candidates) is never produced.
+        return Engine.BITSERIAL, WeightEncoding.FP4
     lo, hi = (int(w.min()), int(w.max())) if w.size else (0, 0)
     if -4 <= lo and hi <= 3:
         return Engine.BITSERIAL, WeightEncoding.INT3
@@ -255,6 +258,10 @@ def plan_tiles(config: AcceleratorConfig, k: int, n: int, wfmt: WeightEncoding, 
 
 
 def _codes(w: np.ndarray, wfmt: WeightEncoding) -> np.ndarray:
+    if wfmt == WeightEncoding.FP4:
+        from trilobit.dtypes import get_dtype
+
+        return get_dtype("fp4").encode_exact(w.astype(np.float64)).astype(np.uint8)
     return (w.astype(np.int64) & ((1 << wfmt.code_bits) - 1)).astype(np.uint8)
 
 

@@ -537,8 +537,13 @@ def _weight_only_dq_matmul(imp: _Importer, node: onnx.NodeProto) -> ir.Node | No
     if w is None or w.ndim != 2:
         return None
     p = imp.qparams(dq_b)
-    if p["dtype"] not in ("int4", "uint4", "int2", "uint2", "int8", "uint8"):
+    if p["dtype"] not in ("int4", "uint4", "int2", "uint2", "int8", "uint8", "fp4_e2m1"):
         return None
+    if p["dtype"] == "fp4_e2m1":
+        # FLOAT4E2M1 values times 2 are the integers of BitMoD's fp4 value set
+        # {0, ±1, ±2, ±3, ±4, ±6, ±8, ±12}; halving the scale is exact in float32.
+        w = (w.astype(np.float32) * 2).astype(np.int8)
+        p = dict(p, scale=(p["scale"] / np.float32(2)).astype(np.float32), dtype="fp4")
     k, n = w.shape
     if p["block_size"]:
         if p["axis"] % 2 != 0:

@@ -204,3 +204,36 @@ def test_other_post_modes_on_golden(post_mode):
         step = float(session.graph.nodes[-1].scale)
         assert np.abs(ours - theirs).max() <= step
         np.testing.assert_array_equal(ours.argmax(1), theirs.argmax(1))
+
+
+def test_fp4_e2m1_blocked_weights_run_on_the_bitserial_fp4_encoding(rng):
+    """FLOAT4E2M1 weights in blocks of 32 (a per-group floating-point format) map to the
+    bit-serial engine's FP4 encoding; onnxruntime lacks this DequantizeLinear, so onnx's
+    reference evaluator is the float reference."""
+    import ml_dtypes
+    from onnx.reference import ReferenceEvaluator
+    from trilobit.sw.compiler import compile_model
+
+    from trilobit.isa import WeightEncoding
+    from trilobit.quant import choose_qparams, quantize_linear
+
+    k, n = 96, 12
+    w = rng.normal(size=(k, n)).astype(np.float32)
+    scale, _ = choose_qparams(w, "fp4_e2m1", axis=0, block_size=32)
+    codes = quantize_linear(w, scale, None, dtype="fp4_e2m1", axis=0, block_size=32)
+    inits = [numpy_helper.from_array(codes.astype(np.uint8).view(ml_dtypes.float4_e2m1fn), "w"),
+             numpy_helper.from_array(scale.astype(np.float32), "s")]
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=0, block_size=32),
+             helper.make_node("MatMul", ["x", "wf"], ["y"], name="fc")]
+    graph = helper.make_graph(nodes, "fp4", [helper.make_tensor_value_info("x", 1, ["M", k])],
+                              [helper.make_tensor_value_info("y", 1, ["M", n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    model.ir_version = 11
+    x = rng.normal(size=(5, k)).astype(np.float32)
+    program = compile_model(model, "tiny", batch=4)
+    assert {kk.wfmt for kk in program.kernels["fc"]} == {int(WeightEncoding.FP4)}
+    ours = Session(program, config="tiny").run({"x": x})["y"]
+    np.testing.assert_array_equal(
+        ours, ReferenceExecutor(import_model(model)).run({"x": x})["y"])
+    theirs = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) <= 0.02
