@@ -3,8 +3,8 @@
 # No "from __future__ import annotations": Amaranth reads Component annotations as objects.
 
 import importlib.metadata
-import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -133,53 +133,74 @@ def test_waves_format_is_fst_only_with_lz4():
         assert toolchain.waves_format() in ("fst", "vcd")
 
 
+COUNTER_HARNESS = r"""
+#include "Vcounter.h"
+#include <cstdio>
+int main() {
+    Vcounter top;
+    top.rst = 1; top.clk = 0; top.eval(); top.clk = 1; top.eval(); top.rst = 0;
+    for (int i = 0; i < 1000; ++i) { top.clk = 0; top.eval(); top.clk = 1; top.eval(); }
+    std::printf("%u\n", unsigned(top.count));
+    return 0;
+}
+"""
+
 BUILD_IN_SUBPROCESS = """
-import json, sys
-from trilobit.sim.toolchain import build_cocotb
-build = build_cocotb(sys.stdin.read(), "counter")
-print(json.dumps({"dir": str(build.directory), "built_now": build.built_now}))
+import pathlib, sys
+from trilobit.sim.toolchain import build_cpp_harness
+verilog, harness = (pathlib.Path(name).read_text() for name in sys.argv[1:3])
+print(build_cpp_harness(verilog, "counter", harness))
 """
 
 
 @pytest.mark.verilator
-def test_parallel_identical_builds_share_one_cache_entry(fresh_cache):
+def test_parallel_identical_builds_share_one_cache_entry(fresh_cache, tmp_path):
     verilog = counter_verilog(width=12)
+    (tmp_path / "counter.v").write_text(verilog)
+    (tmp_path / "harness.cpp").write_text(COUNTER_HARNESS)
     env = {**os.environ, "TRILOBIT_CACHE": str(fresh_cache)}
-    workers = [subprocess.Popen([sys.executable, "-c", BUILD_IN_SUBPROCESS], env=env,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    # Both start before either is waited for, so their builds overlap.
+    workers = [subprocess.Popen([sys.executable, "-c", BUILD_IN_SUBPROCESS,
+                                 str(tmp_path / "counter.v"), str(tmp_path / "harness.cpp")],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
                for _ in range(2)]
-    outcomes = []
+    executables = []
     for worker in workers:
-        output, _ = worker.communicate(verilog, timeout=600)
-        assert worker.returncode == 0
-        outcomes.append(json.loads(output.strip().splitlines()[-1]))
-    assert outcomes[0]["dir"] == outcomes[1]["dir"]
-    assert sorted(o["built_now"] for o in outcomes) == [False, True]
-    # No staging folders left behind, one entry only.
-    assert [p.name for p in (fresh_cache / "cocotb").iterdir() if not p.name.endswith(".lock")] \
-        == [Path(outcomes[0]["dir"]).name]
+        output, errors = worker.communicate(timeout=600)
+        assert worker.returncode == 0, errors
+        executables.append(output.strip().splitlines()[-1])
+    # Without the lock the slower worker's rename onto the finished entry would fail.
+    assert executables[0] == executables[1]
+    entries = [p.name for p in (fresh_cache / "harness").iterdir()
+               if not p.name.endswith(".lock")]
+    assert entries == [Path(executables[0]).parent.name]  # no staging folder left behind
 
     start = time.perf_counter()
-    build = build_cocotb(verilog, "counter")
-    assert not build.built_now
+    assert str(build_cpp_harness(verilog, "counter", COUNTER_HARNESS)) == executables[0]
     assert time.perf_counter() - start < 0.5
-    assert str(build.directory) == outcomes[0]["dir"]
-    run = run_cocotb(build, BENCH, BENCH_DIR, params={"cycles": 5000, "width": 12})
-    assert run.passed == 1 and not run.directory.exists()
+    counted = subprocess.run([executables[0]], capture_output=True, text=True, check=True)
+    assert int(counted.stdout) == 1000
 
 
 @pytest.mark.verilator
-def test_waves_are_recorded_on_request():
-    build = build_cocotb(counter_verilog(width=6), "counter", waves=True)
-    run = run_cocotb(build, BENCH, BENCH_DIR, params={"cycles": 70, "width": 6}, waves=True)
+def test_cocotb_build_is_cached_and_records_waves_on_request():
+    verilog = counter_verilog(width=6)
+    build = build_cocotb(verilog, "counter", waves=True)
+    start = time.perf_counter()
+    again = build_cocotb(verilog, "counter", waves=True)
+    assert time.perf_counter() - start < 0.5
+    assert not again.built_now and again.build_seconds == 0.0
+    assert again.directory == build.directory
+
+    run = run_cocotb(again, BENCH, BENCH_DIR, params={"cycles": 70, "width": 6}, waves=True)
     try:
+        assert run.passed == 1
         assert run.waves is not None and run.waves.is_file()
         assert run.waves.suffix == f".{toolchain.waves_format()}"
         if run.waves.suffix == ".vcd":
             assert "count" in run.waves.read_text(errors="replace")
     finally:
-        import shutil
-
         shutil.rmtree(run.directory, ignore_errors=True)
 
 
