@@ -86,13 +86,17 @@ def test_cocotb_streams_unsigned_payloads(fifo_build, seed, rng):
 
 
 @pytest.mark.verilator
-def test_run_cocotb_raises_listing_the_failed_test(fifo_build):
+def test_run_cocotb_raises_listing_the_failed_test(fifo_build, fresh_cache):
+    # fresh_cache: the failed run's kept folder lands in this test's temporary folder.
     with pytest.raises(AssertionError) as failure:
         run_cocotb(fifo_build, BENCH, BENCH_DIR, testcase="deliberately_failing")
     message = str(failure.value)
     assert "1 of 1 tests failed" in message
     assert "deliberately_failing" in message
     assert "fifo_passes_every_payload_once" not in message.split("\n")[0]
+    kept = list((fresh_cache / "runs").iterdir())
+    assert len(kept) == 1 and (kept[0] / "sim.log").is_file()  # logs kept for the failure
+    assert str(kept[0]) in message
 
 
 def simulate_fifo(values: list[int], shape, stall_in: float, stall_out: float,
