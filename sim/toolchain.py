@@ -56,6 +56,7 @@ __all__ = [
     "CocotbBuild",
     "CocotbRun",
     "TEST_PARAMS_ENV",
+    "TOOL_NAMES",
     "ToolStatus",
     "VERILATOR_OPT_ARGS",
     "build_cocotb",
@@ -681,6 +682,10 @@ _TOOLS: tuple[tuple[str, str | None, Callable[[], str]], ...] = (
     ("onnxruntime", "onnxruntime", _probe_onnxruntime),
     ("c++ compiler", None, _probe_cxx),
 )
+
+
+#: Names of the tools :func:`tool_status` checks, in its order.
+TOOL_NAMES: tuple[str, ...] = tuple(name for name, _, _ in _TOOLS)
 
 
 def _check(name: str, distribution: str | None, probe: Callable[[], str]) -> ToolStatus:

