@@ -237,3 +237,39 @@ def test_fp4_e2m1_blocked_weights_run_on_the_bitserial_fp4_encoding(rng):
         ours, ReferenceExecutor(import_model(model)).run({"x": x})["y"])
     theirs = ReferenceEvaluator(model).run(None, {"x": x})[0]
     assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) <= 0.02
+
+
+def test_int2_ternary_initializers_route_to_the_table_lookup_engine(rng):
+    """QDQ with INT2 weights in {-1, 0, 1} (opset 25). onnxruntime rejects the fused form,
+    so onnx's reference evaluator (float matmul, then QuantizeLinear) is the reference:
+    equal up to one output unit at rounding ties."""
+    from onnx.reference import ReferenceEvaluator
+
+    k, n = 45, 7
+    w = rng.integers(-1, 2, (k, n))
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+        numpy_helper.from_array(np.array(0, np.int8), "xz"),
+        helper.make_tensor("w", TensorProto.INT2, [k, n], w.reshape(-1).tolist()),
+        numpy_helper.from_array(np.array(0.5, np.float32), "ws"),
+        numpy_helper.from_array(np.array(0.7, np.float32), "ys"),
+        numpy_helper.from_array(np.array(3, np.int8), "yz"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["x"]),
+        helper.make_node("DequantizeLinear", ["w", "ws"], ["wf"]),
+        helper.make_node("MatMul", ["x", "wf"], ["y"], name="fc"),
+        helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"]),
+    ]
+    graph = helper.make_graph(nodes, "t2", [helper.make_tensor_value_info("xq", 3, ["M", k])],
+                              [helper.make_tensor_value_info("yq", 3, ["M", n])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    model.ir_version = 11
+    session = Session(model, config="tiny", batch=4)
+    assert session.graph.node_by_name("fc").engine == "tlmm"
+    xq = rng.integers(-128, 128, (6, k)).astype(np.int8)
+    xq[0] = 127
+    ours = session.run({"xq": xq})["yq"].astype(int)
+    theirs = ReferenceEvaluator(model).run(None, {"xq": xq})[0].astype(int)
+    assert np.abs(ours - theirs).max() <= 1
+    assert (ours == theirs).mean() > 0.9
