@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +157,24 @@ def test_fields_of_raw_payloads():
     assert signed_field(raw, 8, 8) == -128
     assert unsigned_field(raw, 8, 8) == 128
     assert signed_field(0b1, 0, 1) == -1
+
+
+RUN_OUTSIDE_PYTEST = """
+import sys
+from trilobit.sim.toolchain import CocotbBuild, run_cocotb
+build = CocotbBuild(directory=__import__("pathlib").Path(sys.argv[1]), toplevel="stream_fifo",
+                    waves=False, built_now=False, build_seconds=0.0)
+run_cocotb(build, sys.argv[2], sys.argv[3], testcase="deliberately_failing")
+"""
+
+
+@pytest.mark.verilator
+def test_run_cocotb_raises_outside_pytest_too(fifo_build, fresh_cache):
+    # cocotb's runner only raises under pytest (it looks at PYTEST_CURRENT_TEST).
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    result = subprocess.run([sys.executable, "-c", RUN_OUTSIDE_PYTEST,
+                             str(fifo_build.directory), BENCH, str(BENCH_DIR)],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "AssertionError: cocotb stream_fifo_bench on stream_fifo: 1 of 1 tests failed: " \
+           "stream_fifo_bench.deliberately_failing" in result.stderr
