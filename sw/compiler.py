@@ -4,8 +4,9 @@ Each pass is a small function over the plain IR (:mod:`trilobit.sw.ir`) or over 
 :class:`Kernel` records it produces.
 
 * **legalise** (:func:`trilobit.sw.legalise.legalise` plus :func:`fit_engine`): which engine
-  runs a node; a node whose operands do not fit the engines (weights beyond int8 after the
-  zero point, batched weights, an absent engine) runs on the host, with the reason recorded.
+  runs a node; a node whose operands do not fit the engines (weights beyond 9 bits after the
+  zero point, weights of rank > 3, an absent engine) runs on the host, with the reason
+  recorded.
 * **tile** (:func:`plan_tiles`): one accelerator run computes a block of ``tm`` rows of the
   product; K is split into ``tk``-long steps accumulated in ACC and N into ``tn``-wide tiles,
   so that each on-chip buffer holds *two* tiles (double buffering).
@@ -180,8 +181,8 @@ def fit_engine(node: ir.Node, config: AcceleratorConfig) -> ir.Node:
             return host("the configuration has no bitserial engine")
         return node
     assert isinstance(node, ir.QMatMul)
-    if node.b.ndim != 2 and not isinstance(node, ir.QConv):
-        return host(f"batched weights {node.b.shape}")
+    if node.b.ndim > 3 and not isinstance(node, ir.QConv):
+        return host(f"weights of rank {node.b.ndim} (at most one batch dimension)")
     w = _weights_of(node).astype(np.int64) - np.asarray(node.b_zero_point, np.int64)
     if w.size and (w.min() < -255 or w.max() > 255):
         return host("weights minus their zero point exceed 9 bits")
@@ -446,17 +447,24 @@ def _kernel_specs(node: ir.Node) -> list[dict]:
                               a_zp=0, multiplier=None, y_zp=0, y_dtype="int8",
                               name=f"{node.name}#k{j}"))
         return specs
-    w = _weights_of(node).astype(np.int64) - np.asarray(node.b_zero_point, np.int64)
-    split = bool(w.size) and (w.min() < -128 or w.max() > 127)
-    if split:
-        # Exact: W' = clip(W', int8) + remainder, both halves int8, accumulated in ACC.
-        w_a = np.clip(w, -128, 127)
-        w = np.concatenate([w_a, w - w_a], axis=0)
-    out_kind = "requant" if node.out == "requant" else "int32"
-    return [dict(w=w, split_k=split, bias=node.bias, out_kind=out_kind,
-                 a_dtype=node.a_dtype,
-                 a_zp=node.a_zero_point, multiplier=node.multiplier,
-                 y_zp=node.y_zero_point, y_dtype=node.y_dtype, name=node.name)]
+    weights = _weights_of(node)
+    # Batched (B, K, N) weights: one kernel per batch index, run on that activation slice.
+    slices = [(weights, node.name)] if weights.ndim == 2 else [
+        (weights[i], f"{node.name}#b{i}") for i in range(weights.shape[0])]
+    specs = []
+    for wi, name in slices:
+        w = wi.astype(np.int64) - np.asarray(node.b_zero_point, np.int64)
+        split = bool(w.size) and (w.min() < -128 or w.max() > 127)
+        if split:
+            # Exact: W' = clip(W', int8) + remainder, both halves int8, accumulated in ACC.
+            w_a = np.clip(w, -128, 127)
+            w = np.concatenate([w_a, w - w_a], axis=0)
+        out_kind = "requant" if node.out == "requant" else "int32"
+        specs.append(dict(w=w, split_k=split, bias=node.bias, out_kind=out_kind,
+                          a_dtype=node.a_dtype, a_zp=node.a_zero_point,
+                          multiplier=node.multiplier, y_zp=node.y_zero_point,
+                          y_dtype=node.y_dtype, name=name))
+    return specs
 
 
 POST_MODES = ("ort", "dyadic", "host")

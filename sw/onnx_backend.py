@@ -3,7 +3,10 @@
 ``prepare(model)`` validates and keeps the model; ``run(inputs)`` binds every graph input
 that is not a node's data input (input 0: scales, zero points, weights) as a constant —
 on the accelerator those are compile-time constants — imports the graph, legalises it and
-executes it with the chosen backend (``"golden"``: the numerics-core reference executor).
+executes it: graphs with a matrix product or convolution are compiled for :attr:`config` and
+run as a program on the chosen backend (``"golden"``: the instruction-level golden model,
+``"verilator"``: the RTL); element-wise graphs (Quantize/DequantizeLinear alone) run on the
+numerics core.
 
 With ``strict=True`` a node that would fall back to the host raises BackendError, so a
 conformance case cannot pass by silently running through onnxruntime.
@@ -100,7 +103,9 @@ class TrilobitBackendRep(BackendRep):
             if info is not None and info.dtype not in ("unknown", "float32"):
                 arr = arr.astype(storage_dtype(info.dtype))
             internal[name] = arr
-        if self.backend == "golden":
+        on_engines = any(n.engine in ("tlmm", "bitserial") for n in graph.nodes)
+        if not on_engines:
+            # Element-wise graphs (Quantize/DequantizeLinear alone): the numerics core.
             outputs = ReferenceExecutor(graph).run(internal)
         else:
             from trilobit.sw.runtime import Session
@@ -115,8 +120,7 @@ class TrilobitBackend(Backend):
     """onnx backend API over trilobit (``device`` is ignored: the accelerator is the device)."""
 
     strict = False
-    #: ``"golden"``: the numerics-core reference executor; ``"verilator"``: compile for
-    #: :attr:`config` and run the program on the RTL.
+    #: Backend the compiled program runs on: ``"golden"`` or ``"verilator"``.
     target = "golden"
     config = "tiny"
 

@@ -266,6 +266,14 @@ class Session:
             out = flat.reshape(x.shape[0], oh * ow, -1).transpose(0, 2, 1)
             out = out.reshape(x.shape[0], -1, oh, ow)
             out = self._finish(node, out, channel_axis=1)
+        elif len(kernels) > 1:
+            # Batched weights: kernel i multiplies activation slice i (numpy broadcasting).
+            a = args[0]
+            a_zp = node.a_zero_point if len(args) < 2 else int(np.asarray(args[1]).reshape(()))
+            a = np.broadcast_to(a, (len(kernels),) + a.shape[-2:]) if a.ndim == 2 else a
+            outs = [self._matmul(kk, np.ascontiguousarray(a[i]), a_zp, node, stats)
+                    for i, kk in enumerate(kernels)]
+            out = self._finish(node, np.stack(outs), channel_axis=-1)
         else:
             a = args[0]
             a_zp = node.a_zero_point if len(args) < 2 else int(np.asarray(args[1]).reshape(()))

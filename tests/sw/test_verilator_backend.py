@@ -56,7 +56,8 @@ VERILATOR_CASES = [
     "test_matmulinteger", "test_qlinearconv", "test_convinteger_with_padding",
     "test_convinteger_without_padding", "test_qlinearmatmul_2D_uint8_float32",
     "test_qlinearmatmul_2D_int8_float32", "test_qlinearmatmul_2D_uint8_float16",
-    "test_qlinearmatmul_2D_int8_float16",
+    "test_qlinearmatmul_2D_int8_float16", "test_qlinearmatmul_3D_uint8_float32",
+    "test_qlinearmatmul_3D_int8_float32",
 ]
 
 with warnings.catch_warnings():
