@@ -292,6 +292,10 @@ def _cached_build(kind: str, toplevel: str, key: str,
         # Another process may have finished the same build while this one waited.
         if final.is_dir():
             return final, False, 0.0
+        # Staging folders of this key left by a killed build: only the lock holder builds.
+        for stale in root.glob(f".{final.name}.*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         start = time.perf_counter()
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
         try:
