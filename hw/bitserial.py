@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from trilobit.hw.bitserial_format import (
@@ -213,14 +213,32 @@ def engine_signature(params: BitSerialParams) -> wiring.Signature:
     })
 
 
-def adder_tree(values: list) -> object:
-    """Balanced sum of Amaranth values (depth ``ceil(log2 n)`` instead of ``n``)."""
+def adder_tree(m: Module, values: list, name: str) -> Value:
+    """Balanced sum of Amaranth values (depth ``ceil(log2 n)``).
+
+    Every partial sum is a kept signal: otherwise yosys merges the whole tree into one
+    multi-operand adder and maps it to LUT full adders instead of the ECP5 carry chains
+    (measured: about twice the LUTs for an 8-lane tree).
+    """
     values = list(values)
     if not values:
         return Const(0)
+    level = 0
     while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
+        paired = []
+        for i in range(0, len(values), 2):
+            if i + 1 == len(values):
+                paired.append(values[i])
+                continue
+            a, b = values[i], values[i + 1]
+            width = max(len(a), len(b)) + 1
+            is_signed = a.shape().signed or b.shape().signed
+            total = Signal(signed(width + 1) if is_signed else width,
+                           name=f"{name}_l{level}_{i // 2}", attrs={"keep": 1})
+            m.d.comb += total.eq(a + b)
+            paired.append(total)
+        values = paired
+        level += 1
     return values[0]
 
 
@@ -366,17 +384,36 @@ class BitSerialEngine(wiring.Component):
             q_can_load.eq(~q_busy | (q_final & ~q_stall)),
         ]
 
+        # -- accumulate: one registered dot-product term per PE and cycle (pipeline stage) --
+        y_valid = Signal()
+        y_handoff = Signal()  # this term ends a group: the partial sum moves on
+        y_last = Signal()
+        y_step_shift = Signal(range(CODE_SLOT_BITS))
+        y_scale = [Signal(p.scale_bits, name=f"y_scale_{c}") for c in range(C)]
+        y_stall = Signal()
+        y_advance = Signal()
+        m.d.comb += [
+            # a group's partial sum can only leave when the dequantizer takes it; the whole
+            # pipeline behind it holds
+            y_stall.eq(y_valid & y_handoff & ~q_can_load),
+            y_advance.eq(y_valid & ~y_stall),
+        ]
+
         x_final = Signal()
-        x_stall = Signal()
         x_advance = Signal()
         x_free = Signal()
         m.d.comb += [
             x_final.eq(x_busy & (x_step == x_last_step)),
-            # a group's partial sum can only leave when the dequantizer takes it
-            x_stall.eq(x_final & x_group_end & ~q_can_load),
-            x_advance.eq(x_busy & ~x_stall),
-            x_free.eq(~x_busy | (x_final & ~x_stall)),
+            x_advance.eq(x_busy & ~y_stall),
+            x_free.eq(~x_busy | (x_final & ~y_stall)),
         ]
+        with m.If(~y_stall):
+            m.d.sync += [
+                y_valid.eq(x_advance),
+                y_handoff.eq(x_final & x_group_end),
+                y_last.eq(x_meta.last),
+            ]
+            m.d.sync += [y_scale[c].eq(x_meta.cols[c].scale) for c in range(C)]
 
         # -- chunk acceptance: act and weights together, under the current group's meta -----
         take_chunk = Signal()
@@ -415,8 +452,8 @@ class BitSerialEngine(wiring.Component):
 
         # common shift of this step: Booth digit weight for INT, none for FP
         is_fp = (x_meta.fmt == WeightFormat.FP3) | (x_meta.fmt == WeightFormat.FP4)
-        step_shift = Signal(range(CODE_SLOT_BITS))
-        m.d.comb += step_shift.eq(Mux(is_fp, 0, x_step * p.bits_per_cycle))
+        with m.If(~y_stall):
+            m.d.sync += y_step_shift.eq(Mux(is_fp, 0, x_step * p.bits_per_cycle))
 
         # column term decoders, shared by every row of the column
         terms = []
@@ -449,27 +486,28 @@ class BitSerialEngine(wiring.Component):
                                 with m.Case(k):
                                     m.d.comb += shifted.eq(x_act[r][d] << k)
                     lanes.append(Mux(dec.negative, -shifted, shifted))
-                tree = Signal(signed(lane_bits + max(1, (D - 1).bit_length())),
-                              name=f"tree_{r}_{c}")
-                m.d.comb += tree.eq(adder_tree(lanes))
-                stepped = Signal(signed(len(tree) + CODE_SLOT_BITS), name=f"step_{r}_{c}")
-                with m.Switch(step_shift):
-                    for k in range(0, CODE_SLOT_BITS, 1):
+                tree_bits = lane_bits + max(1, (D - 1).bit_length())
+                y_tree = Signal(signed(tree_bits), name=f"y_tree_{r}_{c}")
+                with m.If(~y_stall):
+                    m.d.sync += y_tree.eq(adder_tree(m, lanes, f"tree_{r}_{c}"))
+                stepped = Signal(signed(tree_bits + CODE_SLOT_BITS), name=f"step_{r}_{c}")
+                with m.Switch(y_step_shift):
+                    for k in range(0, max_steps * p.bits_per_cycle, p.bits_per_cycle):
                         with m.Case(k):
-                            m.d.comb += stepped.eq(tree << k)
+                            m.d.comb += stepped.eq(y_tree << k)
                 psum_next = Signal(signed(p.psum_bits), name=f"psum_next_{r}_{c}")
                 m.d.comb += psum_next.eq(psum[r][c] + stepped)
                 psum_done[r][c] = psum_next
-                with m.If(x_advance):
-                    with m.If(x_final & x_group_end):
+                with m.If(y_advance):
+                    with m.If(y_handoff):
                         m.d.sync += psum[r][c].eq(0)
                     with m.Else():
                         m.d.sync += psum[r][c].eq(psum_next)
 
         # -- dequantizer and accumulators ---------------------------------------------------
-        q_load = x_advance & x_final & x_group_end
+        q_load = y_advance & y_handoff
         with m.If(q_load):
-            m.d.sync += [q_busy.eq(1), q_count.eq(0), q_last.eq(x_meta.last)]
+            m.d.sync += [q_busy.eq(1), q_count.eq(0), q_last.eq(y_last)]
         with m.Elif(q_final & q_advance):
             m.d.sync += q_busy.eq(0)
         with m.If(q_advance & ~q_final):
@@ -482,7 +520,9 @@ class BitSerialEngine(wiring.Component):
             with m.If(q_advance):
                 m.d.sync += q_scale[c].eq(q_scale[c] >> DEQUANT_BITS_PER_CYCLE)
             for r in range(R):
-                part = Signal(signed(p.psum_bits + 2 * p.dequant_cycles + 2), name=f"dq_{r}_{c}")
+                # kept: else yosys folds it and the accumulator into one LUT-mapped adder
+                part = Signal(signed(p.psum_bits + 2 * p.dequant_cycles + 2), name=f"dq_{r}_{c}",
+                              attrs={"keep": 1})
                 m.d.comb += part.eq(Mux(digit[0], q_psum[r][c], 0)
                                     + Mux(digit[1], q_psum[r][c] << 1, 0))
                 acc_next = Signal(signed(p.acc_bits), name=f"acc_next_{r}_{c}")
@@ -498,7 +538,7 @@ class BitSerialEngine(wiring.Component):
         # a new group's partial sum and scale replace the finished ones in the same cycle:
         # these statements come after the shifts above, so the load wins
         with m.If(q_load):
-            m.d.sync += [q_scale[c].eq(x_meta.cols[c].scale) for c in range(C)]
+            m.d.sync += [q_scale[c].eq(y_scale[c]) for c in range(C)]
             m.d.sync += [q_psum[r][c].eq(psum_done[r][c]) for r in range(R) for c in range(C)]
 
         m.d.comb += [self.out.valid.eq(o_valid), self.out.payload.eq(o_data)]

@@ -108,7 +108,7 @@ class BitParallelMacArray(wiring.Component):
         q_load = x_advance & x_group_end
         for r in range(R):
             for c in range(C):
-                dot = adder_tree([x_act[r][d] * weight[c][d] for d in range(D)])
+                dot = adder_tree(m, [x_act[r][d] * weight[c][d] for d in range(D)], f"dot_{r}_{c}")
                 psum_next = Signal(signed(p.psum_bits), name=f"psum_next_{r}_{c}")
                 m.d.comb += psum_next.eq(psum[r][c] + dot)
                 with m.If(x_advance):

@@ -119,7 +119,7 @@ def test_engine_cycles_scale_with_weight_bits(fmt, rng):
     ideal = ideal_cycles(job.fmts, SMALL.group_size, SMALL.width)
     assert ideal == n_groups * SMALL.chunks_per_group * {"INT3": 2, "INT4": 2, "INT6": 3,
                                                           "INT8": 4}[fmt]
-    fixed_latency = 3 + SMALL.dequant_cycles
+    fixed_latency = 4 + SMALL.dequant_cycles
     assert cycles == ideal + fixed_latency
 
 
