@@ -273,3 +273,66 @@ def test_int2_ternary_initializers_route_to_the_table_lookup_engine(rng):
     theirs = ReferenceEvaluator(model).run(None, {"xq": xq})[0].astype(int)
     assert np.abs(ours - theirs).max() <= 1
     assert (ours == theirs).mean() > 0.9
+
+
+def qlinear_conv_model(w: np.ndarray, a_type: int, a_zp: int, y_zp: int, w_scale, bias,
+                       **attrs) -> onnx.ModelProto:
+    np_a = helper.tensor_dtype_to_np_dtype(a_type)
+    inits = [
+        numpy_helper.from_array(np.array(0.03, np.float32), "xs"),
+        numpy_helper.from_array(np.array(a_zp, np_a), "xz"),
+        numpy_helper.from_array(w.astype(np.int8), "w"),
+        numpy_helper.from_array(np.asarray(w_scale, np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(np.shape(w_scale), np.int8), "wz"),
+        numpy_helper.from_array(np.array(0.2, np.float32), "ys"),
+        numpy_helper.from_array(np.array(y_zp, np_a), "yz"),
+        numpy_helper.from_array(bias.astype(np.int32), "b"),
+    ]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"],
+                            ["y"], name="conv", **attrs)
+    graph = helper.make_graph([node], "qconv",
+                              [helper.make_tensor_value_info("x", a_type, ["N", "C", "H", "W"])],
+                              [helper.make_tensor_value_info("y", a_type, ["N", "M", "P", "Q"])],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    return model
+
+
+@pytest.mark.parametrize("geometry", [
+    dict(kernel=(3, 3), strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1]),
+    dict(kernel=(3, 2), strides=[2, 1], pads=[0, 1, 2, 0], dilations=[1, 1]),
+    dict(kernel=(2, 2), strides=[1, 2], pads=[1, 0, 0, 1], dilations=[2, 2]),
+    dict(kernel=(1, 1), strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1]),
+])
+@pytest.mark.parametrize("signed", [False, True])
+def test_random_qlinear_conv_geometries_match_onnxruntime(rng, geometry, signed):
+    """im2col lowering: strides, asymmetric padding (filled with the zero point), dilation,
+    per-channel weight scales and an int32 bias, on multi-tile buffers."""
+    c, m, (kh, kw) = 5, 6, geometry["kernel"]
+    a_type = TensorProto.INT8 if signed else TensorProto.UINT8
+    lo, hi = (-128, 127) if signed else (0, 255)
+    w = rng.integers(-128, 128, (m, c, kh, kw))
+    model = qlinear_conv_model(w, a_type, int(rng.integers(lo, hi + 1)),
+                               int(rng.integers(lo, hi + 1)),
+                               rng.uniform(0.001, 0.01, m), rng.integers(-3000, 3000, m),
+                               kernel_shape=list(geometry["kernel"]),
+                               strides=geometry["strides"], pads=geometry["pads"],
+                               dilations=geometry["dilations"])
+    x = rng.integers(lo, hi + 1, (2, c, 7, 9)).astype(np.int8 if signed else np.uint8)
+    theirs = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    session = Session(model, config="tiny", batch=2)
+    assert session.graph.node_by_name("conv").engine == "bitserial"
+    np.testing.assert_array_equal(session.run({"x": x})["y"], theirs)
+
+
+def test_grouped_convolution_runs_on_the_host_and_says_why(rng):
+    w = rng.integers(-128, 128, (4, 2, 3, 3))
+    model = qlinear_conv_model(w, TensorProto.UINT8, 128, 128, 0.005, np.zeros(4),
+                               kernel_shape=[3, 3], group=2)
+    x = rng.integers(0, 256, (1, 4, 6, 6)).astype(np.uint8)
+    theirs = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    ours = ReferenceExecutor(import_model(model)).run({"x": x})["y"]
+    np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(ModelError, match="group"):
+        Session(model, config="tiny")  # the only product is grouped: nothing for the engines
