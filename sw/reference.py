@@ -25,6 +25,8 @@ from trilobit.requant import requantize_ort
 
 __all__ = [
     "ReferenceExecutor",
+    "quantized_add",
+    "fma_f32",
     "storage_dtype",
     "im2col",
     "conv_output_size",
@@ -91,6 +93,50 @@ def weight_only_matmul(a: np.ndarray, node: ir.WeightOnlyMatMul) -> np.ndarray:
     if node.bias is not None:
         out += node.bias
     return out.astype(np.float32)
+
+
+def fma_f32(x, y, z) -> np.ndarray:
+    """float32 ``x * y + z`` with a single rounding (ties to even), as the FMA instruction.
+
+    ``x * y`` is exact in float64; TwoSum gives ``hi + lo == x*y + z`` exactly; rounding
+    ``hi`` to float32 is then corrected where ``hi`` sits exactly on a float32 midpoint and
+    ``lo`` says on which side the exact value lies (the double-rounding case).
+    """
+    p = np.asarray(x, np.float32).astype(np.float64) * np.asarray(y, np.float32).astype(
+        np.float64)
+    z = np.asarray(z, np.float32).astype(np.float64)
+    hi = p + z
+    bb = hi - p
+    lo = (p - (hi - bb)) + (z - bb)
+    r = hi.astype(np.float32)
+    err = hi - r.astype(np.float64)
+    up = np.nextafter(r, np.float32(np.inf))
+    dn = np.nextafter(r, np.float32(-np.inf))
+    on_mid_up = err == (up.astype(np.float64) - r.astype(np.float64)) / 2
+    on_mid_dn = -err == (r.astype(np.float64) - dn.astype(np.float64)) / 2
+    r = np.where(on_mid_up & (lo > 0), up, r)
+    r = np.where(on_mid_dn & (lo < 0), dn, r)
+    return r.astype(np.float32)
+
+
+def quantized_add(a: np.ndarray, b: np.ndarray, node: ir.QAdd) -> np.ndarray:
+    """com.microsoft QLinearAdd exactly as onnxruntime's x86-64 (AVX2) kernel computes it.
+
+    ``fixed = zc - (sa/sc * za + sb/sc * zb)`` in float32; per element
+    ``t = fma(a, sa/sc, fma(b, sb/sc, fixed))``, rounded half to even and saturated. The
+    float formula ``rint((sa(a-za) + sb(b-zb)) / sc) + zc`` differs from it by one unit near
+    ties, which is why the FMA order is reproduced here.
+    """
+    f = np.float32
+    r_a = f(f(node.a_scale) / f(node.y_scale))
+    r_b = f(f(node.b_scale) / f(node.y_scale))
+    fixed = f(f(node.y_zero_point) - f(f(r_a * f(node.a_zero_point)) +
+                                       f(r_b * f(node.b_zero_point))))
+    a32, b32 = np.broadcast_arrays(np.asarray(a).astype(np.float32),
+                                   np.asarray(b).astype(np.float32))
+    t = fma_f32(a32, r_a, fma_f32(b32, r_b, fixed))
+    dt = get_dtype(node.dtype)
+    return np.clip(np.rint(t), dt.min, dt.max).astype(storage_dtype(node.dtype))
 
 
 def check_feeds(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -197,15 +243,8 @@ class ReferenceExecutor:
     _run_QConv = _run_QMatMul
 
     def _run_QAdd(self, node: ir.QAdd, args):
-        a = args[0].astype(np.int32)
-        b = (node.b_const if node.b_const is not None else args[1]).astype(np.int32)
-        # MLAS QLinearAdd: each operand dequantized in float32, summed, divided by the output
-        # scale, rounded half to even.
-        va = np.float32(node.a_scale) * (a - node.a_zero_point).astype(np.float32)
-        vb = np.float32(node.b_scale) * (b - node.b_zero_point).astype(np.float32)
-        y = np.rint((va + vb) / np.float32(node.y_scale)).astype(np.int64) + node.y_zero_point
-        dt = get_dtype(node.dtype)
-        return [np.clip(y, dt.min, dt.max).astype(storage_dtype(node.dtype))]
+        b = node.b_const if node.b_const is not None else args[1]
+        return [quantized_add(args[0], b, node)]
 
     def _run_Quantize(self, node: ir.Quantize, args):
         y = quantize_linear(args[0], node.scale, node.zero_point, dtype=node.dtype,
