@@ -1,11 +1,14 @@
 """The accelerator core: fetch, decode and check (from the ISA field table), LOAD/STORE over a
 Wishbone master, a GEMM datapath, the post-processing unit, CSRs on a Wishbone slave.
 
-This first implementation executes instructions **in program order, one at a time**: the
-dependency tokens are counted and checked exactly as the architecture defines (so error
-behaviour matches the golden model), but load, compute and store do not yet overlap. Every
-result, status and architectural counter is the same as with decoupled units (docs/isa.md:
-program order is a legal schedule); only timing differs.
+The dispatcher fetches instructions in program order, runs every architectural check
+(illegal, bad field, buffer range, window, tokens counted in program order) and hands LOAD,
+GEMM/POST and STORE to three instruction queues (``config.queue_depth`` deep). The load,
+compute and store units each execute their queue in order and synchronise only through the
+dependency tokens, as in VTA, so transfers overlap computation. SYNC and END wait until all
+queues are empty and all units idle; an error stops dispatch, lets everything dispatched
+before it finish, then reports. A transfer to or from ACC and a compute instruction never run
+at the same time (they share ACC's ports); the tokens already order them.
 
 Ports (flat, so the Verilog and the C++ harness see plain names):
 
@@ -17,14 +20,16 @@ Ports (flat, so the Verilog and the C++ harness see plain names):
   one cycle after ``stb``.
 * ``irq``: high while IRQ pending and enabled (a run finished, in DONE or ERROR).
 
-Not implemented yet (the golden model has them): POST mode ORT (the RTL raises BAD_FIELD for
-it), AXI4/AXI4-Lite adapters, decoupled units with instruction queues.
+Not implemented yet: AXI4/AXI4-Lite adapters. The GEMM datapath is one multiply-accumulate
+per cycle (it computes exactly what the ISA defines for every engine/format pairing; the
+table-lookup and bit-serial engines are not wired in).
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from trilobit.hw.accel_csr import COUNTERS, REGISTERS
@@ -144,6 +149,24 @@ def ort_round(m: Module, v, multiplier_bits) -> Signal:
     result = Signal(signed(12))
     m.d.comb += result.eq(Mux(negative, -mag, mag))
     return result
+
+
+def gemm_rows(m: Module, fields: dict, lb: int, lgs: int) -> tuple[Signal, Signal, Signal]:
+    """Lines per activation row, per weight row and per metadata row of a GEMM (docs/isa.md),
+    for a line of ``2**lb`` bytes and groups of ``2**lgs`` weights."""
+    slot_bytes = Signal(17)
+    with m.Switch(fields["wfmt"]):
+        for fmt in WeightEncoding:
+            with m.Case(int(fmt)):
+                shift = {8: 0, 4: 1, 2: 2}[fmt.slot_bits]
+                m.d.comb += slot_bytes.eq(_ceil_shift(fields["k"], shift))
+    a_row, w_row, meta_row = Signal(14), Signal(17), Signal(17)
+    m.d.comb += [
+        a_row.eq(_ceil_shift(fields["k"], lb)),
+        w_row.eq(_ceil_shift(slot_bytes, lb)),
+        meta_row.eq(_ceil_shift(_ceil_shift(fields["k"], lgs) << 1, lb)),
+    ]
+    return a_row, w_row, meta_row
 
 
 class AcceleratorCore(wiring.Component):
@@ -315,20 +338,7 @@ class AcceleratorCore(wiring.Component):
         # GEMM geometry
         G = F[Opcode.GEMM]
         wfmt = G["wfmt"]
-        slot_bytes = Signal(17)
-        with m.Switch(wfmt):
-            for fmt in WeightEncoding:
-                with m.Case(int(fmt)):
-                    shift = {8: 0, 4: 1, 2: 2}[fmt.slot_bits]
-                    m.d.comb += slot_bytes.eq(_ceil_shift(G["k"], shift))
-        a_row = Signal(14)
-        w_row = Signal(17)
-        meta_row = Signal(17)
-        m.d.comb += [
-            a_row.eq(_ceil_shift(G["k"], lb)),
-            w_row.eq(_ceil_shift(slot_bytes, lb)),
-            meta_row.eq(_ceil_shift(_ceil_shift(G["k"], lgs) << 1, lb)),
-        ]
+        a_row, w_row, meta_row = gemm_rows(m, G, lb, lgs)
         engine_ok = Signal()
         with m.Switch(Cat(wfmt, G["engine"])):
             for engine, fmts in ENGINE_FORMATS.items():
@@ -404,10 +414,7 @@ class AcceleratorCore(wiring.Component):
             m.d.comb += decode_error.eq(ErrorCode.TOKEN)
 
         # -- execution registers ----------------------------------------------------------
-        beat = Signal(12)
-        row = Signal(12)
-        row_addr = Signal(34)  # byte address of the current external row
-        sram_ptr = Signal(17)
+        beat = Signal(12)  # instruction fetch beat
         fetch_addr = Signal(36)
         m.d.comb += fetch_addr.eq(prog_base + (pc << 4))
         beats_per_insn = INSN_BYTES // line
@@ -446,14 +453,7 @@ class AcceleratorCore(wiring.Component):
         s1_out_line = Signal(17)
         s1_byte = Signal(max(lb, 1))
 
-        # Transfer parameters latched at dispatch
-        x_buf = Signal(3)
-        x_flip = Signal()
-        x_rows, x_row_lines = Signal(12), Signal(12)
-        x_stride = Signal(24)
-
-        # Default bus outputs
-        m.d.comb += self.mem_sel.eq((1 << (width // 8)) - 1)
+        m.d.comb += self.mem_sel.eq((1 << (width // 8)) - 1)  # whole lines only
 
         running = Signal()
         m.d.comb += running.eq(state == STATE_BUSY)
@@ -552,17 +552,86 @@ class AcceleratorCore(wiring.Component):
         p_out = Signal(signed(10))
         m.d.comb += p_out.eq(Mux(p_clip > p_hi, p_hi, p_clip))
 
-        # -- the FSM ----------------------------------------------------------------------
+        # -- unit instruction queues, run-time tokens, bus arbiter ---------------------------
+        flush = Signal()  # START and the watchdog empty the queues
+        queues = {}
+        for name in ("load", "compute", "store"):
+            fifo = ResetInserter(flush)(SyncFIFO(width=INSN_BITS, depth=cfg.queue_depth))
+            m.submodules[f"{name}_queue"] = fifo
+            queues[name] = fifo
+        lq, cq, sq = queues["load"], queues["compute"], queues["store"]
+
+        # Tokens in flight between the running units (the dispatcher's counters above are the
+        # program-order bound; these are the actual handshakes).
+        live = {ch: Signal(9, name=f"live_{ch}") for ch in tokens}
+        pushed = {ch: Signal(name=f"pushed_{ch}") for ch in tokens}
+        popped = {ch: Signal(name=f"popped_{ch}") for ch in tokens}
+        for ch in tokens:
+            m.d.sync += live[ch].eq(live[ch] + pushed[ch] - popped[ch])
+
+        # One master at a time on the data bus; a master keeps the bus until its beat is
+        # acknowledged, then the next beat is arbitrated (fetch > store > load), so an
+        # instruction fetch never waits for a whole transfer.
+        req_fetch, req_load, req_store = Signal(), Signal(), Signal()
+        adr_fetch, adr_load, adr_store = Signal(32 - lb), Signal(32 - lb), Signal(32 - lb)
+        dat_store = Signal(width)
+        owner = Signal(2)  # 0 none, 1 fetch, 2 load, 3 store
+        grant = Signal(2)
+        requests = Cat(Const(0, 1), req_fetch, req_load, req_store)
+        with m.If((owner != 0) & requests.bit_select(owner, 1)):
+            m.d.comb += grant.eq(owner)
+        with m.Elif(req_fetch):
+            m.d.comb += grant.eq(1)
+        with m.Elif(req_store):
+            m.d.comb += grant.eq(3)
+        with m.Elif(req_load):
+            m.d.comb += grant.eq(2)
+        m.d.sync += owner.eq(Mux(self.mem_ack, 0, grant))
+        ack_fetch = self.mem_ack & (grant == 1)
+        ack_load = self.mem_ack & (grant == 2)
+        ack_store = self.mem_ack & (grant == 3)
+        m.d.comb += [
+            self.mem_cyc.eq(grant != 0),
+            self.mem_stb.eq(grant != 0),
+            self.mem_we.eq(grant == 3),
+            self.mem_adr.eq(Mux(grant == 1, adr_fetch, Mux(grant == 2, adr_load, adr_store))),
+            self.mem_dat_w.eq(dat_store),
+        ]
+
         watchdog_fire = Signal()
         m.d.comb += watchdog_fire.eq(
             running & (watchdog != 0) & (counters["cycles"] + 1 >= watchdog))
+        m.d.comb += flush.eq(start | watchdog_fire)
+        with m.If(flush):
+            m.d.sync += [live[ch].eq(0) for ch in live]
 
         def abort_on_watchdog():
             # Placed last in a state, so it overrides that state's own transition.
             with m.If(watchdog_fire):
                 m.next = "IDLE"
 
-        with m.FSM(name="core") as fsm:
+        load_idle, compute_idle, store_idle = Signal(), Signal(), Signal()
+        all_idle = Signal()
+        m.d.comb += all_idle.eq(~lq.r_rdy & ~cq.r_rdy & ~sq.r_rdy
+                                & load_idle & compute_idle & store_idle)
+        pend_code = Signal(8)
+        pend_pc = Signal(32)
+
+        # -- dispatcher: fetch, check in program order, hand out to the unit queues ---------
+        unit_queue_ready = Signal()
+        with m.Switch(opcode):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += unit_queue_ready.eq(lq.w_rdy)
+            with m.Case(Opcode.GEMM, Opcode.POST):
+                m.d.comb += unit_queue_ready.eq(cq.w_rdy)
+            with m.Case(Opcode.STORE):
+                m.d.comb += unit_queue_ready.eq(sq.w_rdy)
+            with m.Default():
+                m.d.comb += unit_queue_ready.eq(1)
+        for q in (lq, cq, sq):
+            m.d.comb += q.w_data.eq(insn)
+
+        with m.FSM(name="dispatch") as fsm:
             with m.State("IDLE"):
                 with m.If(start):
                     m.d.sync += [
@@ -580,15 +649,11 @@ class AcceleratorCore(wiring.Component):
             with m.State("FETCH"):
                 # The whole instruction must lie inside the window before any beat is read.
                 with m.If((fetch_addr < win_base) | (fetch_addr + INSN_BYTES > win_limit)):
-                    finish(ErrorCode.WINDOW, pc)
-                    m.next = "IDLE"
+                    m.d.sync += [pend_code.eq(ErrorCode.WINDOW), pend_pc.eq(pc)]
+                    m.next = "DRAIN"
                 with m.Else():
-                    m.d.comb += [
-                        self.mem_cyc.eq(1),
-                        self.mem_stb.eq(1),
-                        self.mem_adr.eq((fetch_addr >> lb) + beat),
-                    ]
-                    with m.If(self.mem_ack):
+                    m.d.comb += [req_fetch.eq(1), adr_fetch.eq((fetch_addr >> lb) + beat)]
+                    with m.If(ack_fetch):
                         m.d.sync += insn.word_select(beat, width).eq(self.mem_dat_r)
                         with m.If(beat == beats_per_insn - 1):
                             m.d.sync += beat.eq(0)
@@ -599,153 +664,249 @@ class AcceleratorCore(wiring.Component):
 
             with m.State("DECODE"):
                 with m.If(decode_error != 0):
-                    finish(decode_error, pc)
-                    m.next = "IDLE"
-                with m.Else():
+                    m.d.sync += [pend_code.eq(decode_error), pend_pc.eq(pc)]
+                    m.next = "DRAIN"
+                with m.Elif(unit_queue_ready):
                     m.d.sync += [tokens[ch].eq(token_next[ch]) for ch in tokens]
                     m.d.sync += counters["insns"].eq(counters["insns"] + 1)
                     with m.Switch(opcode):
                         with m.Case(Opcode.END):
-                            finish(0, pc)
-                            m.next = "IDLE"
+                            m.d.sync += pend_code.eq(0)
+                            m.next = "DRAIN"
                         with m.Case(Opcode.SYNC):
                             m.d.sync += pc.eq(pc + 1)
-                            m.next = "FETCH"
+                            m.next = "SYNC"
                         with m.Case(Opcode.JUMP):
                             m.d.sync += pc.eq(F[Opcode.JUMP]["target"])
                             m.next = "FETCH"
-                        with m.Case(Opcode.LOAD, Opcode.STORE):
-                            m.d.sync += [
-                                x_buf.eq(T["buf"]),
-                                x_flip.eq(T["flip"]),
-                                x_rows.eq(T["rows"]),
-                                x_row_lines.eq(T["row_lines"]),
-                                x_stride.eq(T["stride"]),
-                                row_addr.eq(xfer_start),
-                                sram_ptr.eq(T["sram"]),
-                                row.eq(0),
-                                beat.eq(0),
-                            ]
-                            with m.If(opcode == Opcode.LOAD):
-                                m.d.sync += counters["load_insns"].eq(
-                                    counters["load_insns"] + 1)
-                                m.next = "LOAD"
-                            with m.Else():
-                                m.d.sync += counters["store_insns"].eq(
-                                    counters["store_insns"] + 1)
-                                m.next = "STORE_READ"
-                        with m.Case(Opcode.GEMM):
+                        with m.Case(Opcode.LOAD):
+                            m.d.comb += lq.w_en.eq(1)
+                            m.d.sync += [pc.eq(pc + 1), counters["load_insns"].eq(
+                                counters["load_insns"] + 1)]
+                            m.next = "FETCH"
+                        with m.Case(Opcode.STORE):
+                            m.d.comb += sq.w_en.eq(1)
+                            m.d.sync += [pc.eq(pc + 1), counters["store_insns"].eq(
+                                counters["store_insns"] + 1)]
+                            m.next = "FETCH"
+                        with m.Case(Opcode.GEMM, Opcode.POST):
+                            m.d.comb += cq.w_en.eq(1)
                             macs = Signal(64)
                             m.d.comb += macs.eq(Cat(counters["macs"], counters["macs_hi"])
                                                 + G["m"] * G["n"] * G["k"])
                             m.d.sync += [
+                                pc.eq(pc + 1),
                                 counters["compute_insns"].eq(counters["compute_insns"] + 1),
-                                counters["macs"].eq(macs[:32]),
-                                counters["macs_hi"].eq(macs[32:]),
-                                g_m.eq(G["m"]), g_n.eq(G["n"]), g_k.eq(G["k"]),
-                                g_fmt.eq(wfmt), g_meta.eq(G["meta"]),
-                                g_accumulate.eq(G["accumulate"]),
-                                g_inp.eq(G["inp"]), g_wgt.eq(G["wgt"]),
-                                g_meta_line.eq(G["meta_line"]),
-                                g_arow.eq(a_row), g_wrow.eq(w_row), g_mrow.eq(meta_row),
-                                gi.eq(0), gj.eq(0), gt.eq(0),
-                                a_base.eq(G["inp"]), w_base.eq(G["wgt"]),
-                                m_base.eq(G["meta_line"]),
-                                acc_ptr.eq(G["acc"]),
                             ]
-                            m.next = "GEMM"
-                        with m.Case(Opcode.POST):
-                            m.d.sync += [
-                                counters["compute_insns"].eq(counters["compute_insns"] + 1),
-                                p_mode.eq(P["mode"]), p_unsigned.eq(P["out_unsigned"]),
-                                p_bias.eq(P["bias"]), p_res.eq(P["residual"]),
-                                p_noacc.eq(P["no_acc"]), p_res_zp.eq(P["res_zp"]),
-                                p_res_mult.eq(P["res_mult"]),
-                                p_param_entry.eq(P["param"] >> (4 - lb)),
-                                p_out_base.eq(P["out"]), p_res_base.eq(P["res"]),
-                                p_orow.eq(o_row),
-                                g_m.eq(P["m"]), g_n.eq(P["n"]),
-                                gi.eq(0), gj.eq(0),
-                                acc_ptr.eq(P["acc"]),
-                            ]
-                            m.next = "POST"
+                            with m.If(opcode == Opcode.GEMM):
+                                m.d.sync += [counters["macs"].eq(macs[:32]),
+                                             counters["macs_hi"].eq(macs[32:])]
+                            m.next = "FETCH"
                 abort_on_watchdog()
 
-            # LOAD: one bus read per line; each beat lands in the buffer as it arrives.
-            with m.State("LOAD"):
+            with m.State("SYNC"):
+                with m.If(all_idle):
+                    m.next = "FETCH"
+                abort_on_watchdog()
+
+            with m.State("DRAIN"):
+                # END or an error: every instruction dispatched before it completes first.
+                with m.If(all_idle):
+                    finish(pend_code, pend_pc)
+                    m.next = "IDLE"
+                abort_on_watchdog()
+
+        with m.If(watchdog_fire):
+            # After the dispatcher, so the watchdog's status wins over a same-cycle finish.
+            finish(ErrorCode.WATCHDOG, pc)
+
+        # -- ACC ownership: its read port is shared by compute and store, its write port by
+        # compute and load; a transfer to or from ACC and a compute instruction exclude each
+        # other (the tokens already order them; this only keeps the ports apart).
+        compute_start = Signal()
+        load_acc, store_acc = Signal(), Signal()  # an ACC transfer is running
+
+        # -- load unit ----------------------------------------------------------------------
+        lf = field_values(lq.r_data, Opcode.LOAD)
+        l_buf = Signal(3)
+        l_flip, l_push = Signal(), Signal()
+        l_rows, l_row_lines = Signal(12), Signal(12)
+        l_stride = Signal(24)
+        l_row_addr = Signal(34)
+        l_ptr = Signal(17)
+        l_beat, l_row = Signal(12), Signal(12)
+        l_ready = lq.r_rdy & (~lf["pop_next"] | (live["c2l"] != 0)) & (
+            (lf["buf"] != Buffer.ACC) | (compute_idle & ~compute_start))
+        with m.FSM(name="load_unit"):
+            with m.State("IDLE"):
+                m.d.comb += load_idle.eq(1)
+                with m.If(l_ready):
+                    m.d.comb += [lq.r_en.eq(1), popped["c2l"].eq(lf["pop_next"])]
+                    m.d.sync += [
+                        l_buf.eq(lf["buf"]), l_flip.eq(lf["flip"]), l_push.eq(lf["push_next"]),
+                        l_rows.eq(lf["rows"]), l_row_lines.eq(lf["row_lines"]),
+                        l_stride.eq(lf["stride"]), l_row_addr.eq(data_base + lf["dram"]),
+                        l_ptr.eq(lf["sram"]), l_beat.eq(0), l_row.eq(0),
+                        load_acc.eq(lf["buf"] == Buffer.ACC),
+                    ]
+                    m.next = "RUN"
+                with m.Elif(lq.r_rdy):
+                    m.d.sync += counters["load_stall"].eq(counters["load_stall"] + 1)
+            with m.State("RUN"):
                 m.d.sync += counters["load_busy"].eq(counters["load_busy"] + 1)
-                m.d.comb += [
-                    self.mem_cyc.eq(1),
-                    self.mem_stb.eq(1),
-                    self.mem_adr.eq((row_addr >> lb) + beat),
-                ]
-                with m.If(~self.mem_ack):
+                m.d.comb += [req_load.eq(1), adr_load.eq((l_row_addr >> lb) + l_beat)]
+                with m.If(~ack_load):
                     m.d.sync += counters["load_stall"].eq(counters["load_stall"] + 1)
                 with m.Else():
                     flip_mask = Const(int("80" * line, 16), width)
-                    data = self.mem_dat_r ^ Mux(x_flip, flip_mask, 0)
-                    with m.Switch(x_buf):
+                    data = self.mem_dat_r ^ Mux(l_flip, flip_mask, 0)
+                    with m.Switch(l_buf):
                         for b, port in ((Buffer.INP, inp_w), (Buffer.WGT, wgt_w),
                                         (Buffer.ACC, acc_w)):
                             with m.Case(int(b)):
-                                m.d.comb += [port.addr.eq(sram_ptr), port.data.eq(data),
+                                m.d.comb += [port.addr.eq(l_ptr), port.data.eq(data),
                                              port.en.eq(-1)]
                         with m.Case(Buffer.PARAM):
-                            part = sram_ptr[: _log2(param_parts)] if param_parts > 1 else 0
+                            part = l_ptr[: _log2(param_parts)] if param_parts > 1 else 0
                             m.d.comb += [
-                                param_w.addr.eq(sram_ptr >> _log2(param_parts)),
+                                param_w.addr.eq(l_ptr >> _log2(param_parts)),
                                 param_w.data.eq(data.replicate(param_parts)),
                                 param_w.en.eq(Const(1, param_parts) << part),
                             ]
                     m.d.sync += [
-                        sram_ptr.eq(sram_ptr + 1),
+                        l_ptr.eq(l_ptr + 1),
                         counters["bytes_read"].eq(counters["bytes_read"] + line),
                     ]
-                    with m.If(beat == x_row_lines - 1):
-                        m.d.sync += [beat.eq(0), row.eq(row + 1),
-                                     row_addr.eq(row_addr + x_stride)]
-                        with m.If(row == x_rows - 1):
-                            m.d.sync += pc.eq(pc + 1)
-                            m.next = "FETCH"
+                    with m.If(l_beat == l_row_lines - 1):
+                        m.d.sync += [l_beat.eq(0), l_row.eq(l_row + 1),
+                                     l_row_addr.eq(l_row_addr + l_stride)]
+                        with m.If(l_row == l_rows - 1):
+                            m.d.comb += pushed["l2c"].eq(l_push)
+                            m.d.sync += load_acc.eq(0)
+                            m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
+                        m.d.sync += l_beat.eq(l_beat + 1)
+                with m.If(watchdog_fire):
+                    m.d.sync += load_acc.eq(0)
                 abort_on_watchdog()
 
-            # STORE: read a buffer line (one cycle), then write it to the bus.
-            with m.State("STORE_READ"):
+        # -- store unit ---------------------------------------------------------------------
+        sf = field_values(sq.r_data, Opcode.STORE)
+        s_buf = Signal(3)
+        s_push = Signal()
+        s_rows, s_row_lines = Signal(12), Signal(12)
+        s_stride = Signal(24)
+        s_row_addr = Signal(34)
+        s_ptr = Signal(17)
+        s_beat, s_row = Signal(12), Signal(12)
+        s_ready = sq.r_rdy & (~sf["pop_prev"] | (live["c2s"] != 0)) & (
+            (sf["buf"] != Buffer.ACC) | (compute_idle & ~compute_start))
+        with m.FSM(name="store_unit"):
+            with m.State("IDLE"):
+                m.d.comb += store_idle.eq(1)
+                with m.If(s_ready):
+                    m.d.comb += [sq.r_en.eq(1), popped["c2s"].eq(sf["pop_prev"])]
+                    m.d.sync += [
+                        s_buf.eq(sf["buf"]), s_push.eq(sf["push_prev"]),
+                        s_rows.eq(sf["rows"]), s_row_lines.eq(sf["row_lines"]),
+                        s_stride.eq(sf["stride"]), s_row_addr.eq(data_base + sf["dram"]),
+                        s_ptr.eq(sf["sram"]), s_beat.eq(0), s_row.eq(0),
+                        store_acc.eq(sf["buf"] == Buffer.ACC),
+                    ]
+                    m.next = "READ"
+                with m.Elif(sq.r_rdy):
+                    m.d.sync += counters["store_stall"].eq(counters["store_stall"] + 1)
+            # Read a buffer line (one cycle), then write it to the bus.
+            with m.State("READ"):
                 m.d.sync += counters["store_busy"].eq(counters["store_busy"] + 1)
-                m.d.comb += [acc_r.addr.eq(sram_ptr), out_r.addr.eq(sram_ptr)]
-                m.next = "STORE_WRITE"
+                m.d.comb += [acc_r.addr.eq(s_ptr), out_r.addr.eq(s_ptr)]
+                m.next = "WRITE"
+                with m.If(watchdog_fire):
+                    m.d.sync += store_acc.eq(0)
                 abort_on_watchdog()
-            with m.State("STORE_WRITE"):
+            with m.State("WRITE"):
                 m.d.sync += counters["store_busy"].eq(counters["store_busy"] + 1)
                 m.d.comb += [
-                    acc_r.addr.eq(sram_ptr), out_r.addr.eq(sram_ptr),
-                    self.mem_cyc.eq(1), self.mem_stb.eq(1), self.mem_we.eq(1),
-                    self.mem_adr.eq((row_addr >> lb) + beat),
-                    self.mem_dat_w.eq(Mux(x_buf == Buffer.ACC, acc_r.data, out_r.data)),
+                    acc_r.addr.eq(s_ptr), out_r.addr.eq(s_ptr),
+                    req_store.eq(1), adr_store.eq((s_row_addr >> lb) + s_beat),
+                    dat_store.eq(Mux(s_buf == Buffer.ACC, acc_r.data, out_r.data)),
                 ]
-                with m.If(~self.mem_ack):
+                with m.If(~ack_store):
                     m.d.sync += counters["store_stall"].eq(counters["store_stall"] + 1)
                 with m.Else():
                     m.d.sync += [
-                        sram_ptr.eq(sram_ptr + 1),
+                        s_ptr.eq(s_ptr + 1),
                         counters["bytes_written"].eq(counters["bytes_written"] + line),
                     ]
-                    m.next = "STORE_READ"
-                    with m.If(beat == x_row_lines - 1):
-                        m.d.sync += [beat.eq(0), row.eq(row + 1),
-                                     row_addr.eq(row_addr + x_stride)]
-                        with m.If(row == x_rows - 1):
-                            m.d.sync += pc.eq(pc + 1)
-                            m.next = "FETCH"
+                    m.next = "READ"
+                    with m.If(s_beat == s_row_lines - 1):
+                        m.d.sync += [s_beat.eq(0), s_row.eq(s_row + 1),
+                                     s_row_addr.eq(s_row_addr + s_stride)]
+                        with m.If(s_row == s_rows - 1):
+                            m.d.comb += pushed["s2c"].eq(s_push)
+                            m.d.sync += store_acc.eq(0)
+                            m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
+                        m.d.sync += s_beat.eq(s_beat + 1)
+                with m.If(watchdog_fire):
+                    m.d.sync += store_acc.eq(0)
                 abort_on_watchdog()
+
+        # -- compute unit -------------------------------------------------------------------
+        CG = field_values(cq.r_data, Opcode.GEMM)
+        CP = field_values(cq.r_data, Opcode.POST)
+        c_opcode = cq.r_data[0:4]
+        c_a_row, c_w_row, c_meta_row = gemm_rows(m, CG, lb, lgs)
+        c_push_prev, c_push_next = Signal(), Signal()
+        c_ready = cq.r_rdy & (~CG["pop_prev"] | (live["l2c"] != 0)) & (
+            ~CG["pop_next"] | (live["s2c"] != 0)) & ~load_acc & ~store_acc
+        gemm_issue = Signal()
+        post_issue = Signal()
+        with m.FSM(name="compute_unit"):
+            with m.State("IDLE"):
+                m.d.comb += compute_idle.eq(1)
+                with m.If(c_ready):
+                    m.d.comb += [
+                        compute_start.eq(1),
+                        cq.r_en.eq(1),
+                        popped["l2c"].eq(CG["pop_prev"]),
+                        popped["s2c"].eq(CG["pop_next"]),
+                    ]
+                    m.d.sync += [c_push_prev.eq(CG["push_prev"]),
+                                 c_push_next.eq(CG["push_next"])]
+                    with m.If(c_opcode == Opcode.GEMM):
+                        m.d.sync += [
+                            g_m.eq(CG["m"]), g_n.eq(CG["n"]), g_k.eq(CG["k"]),
+                            g_fmt.eq(CG["wfmt"]), g_meta.eq(CG["meta"]),
+                            g_accumulate.eq(CG["accumulate"]),
+                            g_inp.eq(CG["inp"]), g_wgt.eq(CG["wgt"]),
+                            g_meta_line.eq(CG["meta_line"]),
+                            g_arow.eq(c_a_row), g_wrow.eq(c_w_row), g_mrow.eq(c_meta_row),
+                            gi.eq(0), gj.eq(0), gt.eq(0),
+                            a_base.eq(CG["inp"]), w_base.eq(CG["wgt"]),
+                            m_base.eq(CG["meta_line"]),
+                            acc_ptr.eq(CG["acc"]),
+                        ]
+                        m.next = "GEMM"
+                    with m.Else():
+                        m.d.sync += [
+                            p_mode.eq(CP["mode"]), p_unsigned.eq(CP["out_unsigned"]),
+                            p_bias.eq(CP["bias"]), p_res.eq(CP["residual"]),
+                            p_noacc.eq(CP["no_acc"]), p_res_zp.eq(CP["res_zp"]),
+                            p_res_mult.eq(CP["res_mult"]),
+                            p_param_entry.eq(CP["param"] >> (4 - lb)),
+                            p_out_base.eq(CP["out"]), p_res_base.eq(CP["res"]),
+                            p_orow.eq(_ceil_shift(CP["n"], lb)),
+                            g_m.eq(CP["m"]), g_n.eq(CP["n"]),
+                            gi.eq(0), gj.eq(0),
+                            acc_ptr.eq(CP["acc"]),
+                        ]
+                        m.next = "POST"
+                with m.Elif(cq.r_rdy):
+                    m.d.sync += counters["compute_stall"].eq(counters["compute_stall"] + 1)
 
             # GEMM: stage 0 issues buffer reads for (gi, gj, gt); stage 1 multiplies and
             # accumulates, and writes the ACC entry on the last t of each output.
-            gemm_issue = Signal()
             with m.State("GEMM"):
                 m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
                 m.d.comb += gemm_issue.eq(1)
@@ -759,17 +920,11 @@ class AcceleratorCore(wiring.Component):
                         m.d.sync += [gj.eq(0), gi.eq(gi + 1), a_base.eq(a_base + g_arow),
                                      w_base.eq(g_wgt), m_base.eq(g_meta_line)]
                         with m.If(last_i):
-                            m.next = "GEMM_DRAIN"
+                            m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += gt.eq(gt + 1)
                 abort_on_watchdog()
-            with m.State("GEMM_DRAIN"):
-                m.d.sync += [counters["compute_busy"].eq(counters["compute_busy"] + 1),
-                             pc.eq(pc + 1)]
-                m.next = "FETCH"
-                abort_on_watchdog()
 
-            post_issue = Signal()
             with m.State("POST"):
                 m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
                 m.d.comb += post_issue.eq(1)
@@ -777,15 +932,18 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += [gj.eq(0), gi.eq(gi + 1), p_out_base.eq(p_out_base + p_orow),
                                  p_res_base.eq(p_res_base + p_orow)]
                     with m.If(gi == g_m - 1):
-                        m.next = "GEMM_DRAIN"
+                        m.next = "DRAIN"
                 with m.Else():
                     m.d.sync += gj.eq(gj + 1)
                 m.d.sync += acc_ptr.eq(acc_ptr + 1)
                 abort_on_watchdog()
 
-        with m.If(watchdog_fire):
-            # After the FSM, so the watchdog's status wins over a same-cycle END or error.
-            finish(ErrorCode.WATCHDOG, pc)
+            with m.State("DRAIN"):
+                # Stage 1 writes the last result this cycle; the tokens go out with it.
+                m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
+                m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
+                m.next = "IDLE"
+                abort_on_watchdog()
 
         # GEMM stage 0 addresses and stage-1 bookkeeping
         slot_bit = Signal(20)

@@ -49,7 +49,7 @@ def test_stalls_change_timing_only(rtl, rng):
     assert fast.ok and slow.ok
     assert np.array_equal(mem_fast, mem_slow)
     assert slow.counters["cycles"] > fast.counters["cycles"]
-    assert fast.counters["load_stall"] == 0 and slow.counters["load_stall"] > 0
+    assert slow.counters["load_stall"] > fast.counters["load_stall"]
 
 
 @pytest.mark.parametrize("kind", ADVERSARIAL)
