@@ -42,6 +42,15 @@ def test_models_on_the_rtl_equal_onnxruntime(name):
     assert counters["cycles"] > 0 and 0 < counters["utilization"] <= 1
 
 
+@pytest.mark.parametrize("post_mode", ["host", "dyadic"])
+def test_other_post_modes_on_the_rtl(post_mode):
+    feeds, _ = digits_inputs("mlp_qdq", 6)
+    session = Session(model_path("mlp_qdq"), config="tiny", backend="verilator", batch=4,
+                      post_mode=post_mode)
+    golden = Session(model_path("mlp_qdq"), config="tiny", batch=4, post_mode=post_mode)
+    np.testing.assert_array_equal(session.run(feeds)["logits"], golden.run(feeds)["logits"])
+
+
 def test_rtl_with_random_bus_stalls_gives_the_same_outputs():
     feeds, _ = digits_inputs("mlp_ternary", 6)
     session = Session(model_path("mlp_ternary"), config="tiny", backend="verilator", batch=4)
