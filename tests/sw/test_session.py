@@ -336,3 +336,46 @@ def test_grouped_convolution_runs_on_the_host_and_says_why(rng):
     np.testing.assert_array_equal(ours, theirs)
     with pytest.raises(ModelError, match="group"):
         Session(model, config="tiny")  # the only product is grouped: nothing for the engines
+
+
+@pytest.mark.parametrize("w_type", [TensorProto.INT4, TensorProto.INT2])
+def test_low_bit_weights_with_quantized_activations_use_narrow_encodings(rng, w_type):
+    """QDQ with INT4/INT2 weights (per output channel) and uint8 activations: a QMatMul with
+    INT3/INT4 bit-serial codes (or ternary when the values allow), equal to onnx's reference
+    evaluator up to one output unit (onnxruntime computes such graphs in float too)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from trilobit.isa import WeightEncoding
+
+    k, n = 50, 6
+    lo = -8 if w_type == TensorProto.INT4 else -2
+    w = rng.integers(lo, -lo, (k, n))
+    w[0, 0] = lo
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "xs"),
+        numpy_helper.from_array(np.array(128, np.uint8), "xz"),
+        helper.make_tensor("w", w_type, [k, n], w.reshape(-1).tolist()),
+        numpy_helper.from_array(rng.uniform(0.01, 0.05, n).astype(np.float32), "ws"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "ys"),
+        numpy_helper.from_array(np.array(120, np.uint8), "yz"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["x"]),
+        helper.make_node("DequantizeLinear", ["w", "ws"], ["wf"], axis=1),
+        helper.make_node("MatMul", ["x", "wf"], ["y"], name="fc"),
+        helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"]),
+    ]
+    graph = helper.make_graph(nodes, "lowbit", [helper.make_tensor_value_info("xq", 2, ["M", k])],
+                              [helper.make_tensor_value_info("yq", 2, ["M", n])], inits)
+    opset = 25 if w_type == TensorProto.INT2 else 21
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 11 if opset == 25 else 10
+    session = Session(model, config="tiny", batch=4)
+    wfmt = WeightEncoding(session.program.kernels["fc"][0].wfmt)
+    assert wfmt == (WeightEncoding.INT4 if w_type == TensorProto.INT4 else WeightEncoding.INT3)
+    xq = rng.integers(0, 256, (5, k)).astype(np.uint8)
+    ours = session.run({"xq": xq})["yq"].astype(int)
+    theirs = ReferenceEvaluator(model).run(None, {"xq": xq})[0].astype(int)
+    assert np.abs(ours - theirs).max() <= 1 and (ours == theirs).mean() > 0.9
+    np.testing.assert_array_equal(
+        ours, ReferenceExecutor(import_model(model)).run({"xq": xq})["yq"].astype(int))
