@@ -1,0 +1,106 @@
+"""Board presets: an :class:`AcceleratorConfig` fitted to each board, and how to build for it.
+
+=============  =====================  ======  =======================================  ========
+board          FPGA                   flow    host link / memory                        clock
+=============  =====================  ======  =======================================  ========
+icebreaker     iCE40 UP5K             open    UART (FTDI) bridge, on-chip 64 KiB SPRAM  12 MHz
+ulx3s          ECP5 LFE5U-85F         open    UART (FTDI) bridge, on-chip 256 KiB BRAM  25 MHz
+orangecrab     ECP5 LFE5U-25F         open    UART bridge on header pins, 32 KiB BRAM   48 MHz
+pynq-z2        Zynq-7020              vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 100 MHz
+kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 200 MHz
+=============  =====================  ======  =======================================  ========
+
+The open-flow boards have no CPU: the host (a PC on the board's USB serial port, or a
+Raspberry Pi) reaches the accelerator through the bridge (:mod:`trilobit.hw.bridge_soc`),
+and programs live in on-chip memory, ``memory_bytes`` of it. Measured resources and Fmax
+are in docs/boards.md (``python bench/bench_boards.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trilobit.config import PRESETS, AcceleratorConfig, BitSerialParams, TlmmParams
+from trilobit.errors import ConfigError
+
+__all__ = ["BoardPreset", "BOARDS", "get_board"]
+
+
+@dataclass(frozen=True)
+class BoardPreset:
+    """A board and the accelerator built for it.
+
+    Attributes:
+        name: board name on the command line.
+        description: human-readable board and FPGA.
+        flow: ``"open"`` (yosys + nextpnr from PyPI, bitstream) or ``"vivado"`` (Verilog, AXI
+            wrapper and a Vivado Tcl script; a yosys ``synth_xilinx`` estimate).
+        family: ``"ice40"``, ``"ecp5"``, ``"zynq7"`` or ``"zynqmp"``.
+        platform: ``module:Class`` of the amaranth-boards platform (open flow), else "".
+        part: the FPGA part (Vivado part for the Zynq boards).
+        config: the accelerator.
+        memory_bytes: on-chip memory behind the bridge (open flow), bytes; 0 on Zynq.
+        clock_hz: the accelerator's clock, Hz (the board oscillator on the open flow).
+        link: host link: ``"uart"`` or ``"axi"``.
+    """
+
+    name: str
+    description: str
+    flow: str
+    family: str
+    platform: str
+    part: str
+    config: AcceleratorConfig
+    memory_bytes: int
+    clock_hz: float
+    link: str
+
+    def make_platform(self):
+        """An instance of the amaranth-boards platform (open flow only)."""
+        if self.flow != "open":
+            raise ConfigError(f"board {self.name!r} is built with Vivado, not an Amaranth "
+                              f"platform")
+        import importlib
+
+        module, _, cls = self.platform.partition(":")
+        return getattr(importlib.import_module(module), cls)()
+
+
+_ICE40_CONFIG = AcceleratorConfig(
+    # UP5K: 5280 LUT4, 30 EBR (15 KiB), 8 DSP: small engines, buffers of 3.5 KiB in EBR.
+    name="icebreaker",
+    tlmm=TlmmParams(group_size=2, rows=2, units=1),
+    bitserial=BitSerialParams(rows=1, lanes=2, bits_per_cycle=2, group_size=32),
+    mem_width=32, bus="wishbone",
+    inp_bytes=512, wgt_bytes=1024, acc_bytes=1024, out_bytes=512, param_bytes=512,
+    post_lanes=1, queue_depth=2, token_depth=4,
+)
+
+BOARDS: dict[str, BoardPreset] = {
+    "icebreaker": BoardPreset(
+        "icebreaker", "iCEBreaker (Lattice iCE40 UP5K)", "open", "ice40",
+        "amaranth_boards.icebreaker:ICEBreakerPlatform", "iCE40UP5K-SG48",
+        _ICE40_CONFIG, 1 << 16, 12e6, "uart"),
+    "ulx3s": BoardPreset(
+        "ulx3s", "ULX3S (Lattice ECP5 LFE5U-85F)", "open", "ecp5",
+        "amaranth_boards.ulx3s:ULX3S_85F_Platform", "LFE5U-85F-6BG381C",
+        PRESETS["small"].replace(name="ulx3s"), 1 << 18, 25e6, "uart"),
+    "orangecrab": BoardPreset(
+        "orangecrab", "OrangeCrab r0.2 (Lattice ECP5 LFE5U-25F)", "open", "ecp5",
+        "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "LFE5U-25F-8MG285C",
+        PRESETS["tiny"].replace(name="orangecrab"), 1 << 15, 48e6, "uart"),
+    "pynq-z2": BoardPreset(
+        "pynq-z2", "PYNQ-Z2 (AMD Zynq-7020)", "vivado", "zynq7", "", "xc7z020clg400-1",
+        PRESETS["small"].replace(name="pynq-z2", bus="axi4"), 0, 100e6, "axi"),
+    "kv260": BoardPreset(
+        "kv260", "Kria KV260 (AMD Zynq UltraScale+ K26)", "vivado", "zynqmp", "",
+        "xck26-sfvc784-2LV-c", PRESETS["large"].replace(name="kv260"), 0, 200e6, "axi"),
+}
+
+
+def get_board(name: str) -> BoardPreset:
+    """The preset of board ``name``; ConfigError listing the boards otherwise."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ConfigError(f"board must be one of {sorted(BOARDS)}, got {name!r}") from None

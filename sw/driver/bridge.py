@@ -1,0 +1,302 @@
+"""The host side of the bridge protocol (:mod:`trilobit.hw.bridge_protocol`) for iCE40/ECP5
+boards, over a UART (``/dev/ttyUSB0``), spidev (``/dev/spidev0.0``, e.g. a Raspberry Pi) or
+the Verilator simulation of the bridge system (a child process on pipes).
+
+:class:`Bridge` turns register and memory accesses into requests; :class:`BridgeRegisters`
+and :class:`BridgeMemory` are the register and memory ports the device layer uses. The
+interrupt is waited for with ``WAIT_IRQ`` on the device, so no extra wire is needed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+from typing import Protocol
+
+from trilobit.hw.bridge_protocol import IDLE, MAX_WORDS, Command, Reply, request
+from trilobit.sw.driver.transport import check_range
+
+from trilobit.errors import BackendError, DeviceTimeout
+
+__all__ = ["ByteLink", "UartLink", "SpidevLink", "ProcessLink", "Bridge", "BridgeRegisters",
+           "BridgeMemory"]
+
+
+class ByteLink(Protocol):
+    """A byte pipe to the bridge."""
+
+    name: str
+
+    def send(self, data: bytes) -> None: ...
+
+    def receive(self, size: int, timeout_s: float) -> bytes:
+        """Up to ``size`` bytes (at least one) within ``timeout_s``; b"" on timeout."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _FdLink:
+    """A link over a pair of file descriptors (read side may equal the write side)."""
+
+    name = "link"
+
+    def __init__(self, read_fd: int, write_fd: int):
+        self._read_fd, self._write_fd = read_fd, write_fd
+
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._write_fd, view):]
+
+    def receive(self, size: int, timeout_s: float) -> bytes:
+        ready, _, _ = select.select([self._read_fd], [], [], max(0.0, timeout_s))
+        if not ready:
+            return b""
+        data = os.read(self._read_fd, size)
+        if not data:
+            raise BackendError(f"{self.name}: the link was closed by the device")
+        return data
+
+
+class UartLink(_FdLink):
+    """A serial port in raw mode, 8N1, at ``baud`` bits per second."""
+
+    def __init__(self, path: str | Path, baud: int = 1_000_000):
+        self.name = str(path)
+        speed = getattr(termios, f"B{baud}", None)
+        if speed is None:
+            raise BackendError(f"UART speed {baud} baud is not a standard termios speed")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+        except OSError as exc:
+            raise BackendError(f"cannot open UART {path}: {exc}") from None
+        try:
+            attrs = termios.tcgetattr(fd)
+            attrs[0] = 0  # iflag: no translation, no flow control
+            attrs[1] = 0  # oflag: raw output
+            attrs[2] = termios.CS8 | termios.CREAD | termios.CLOCAL
+            attrs[3] = 0  # lflag: no echo, no canonical mode
+            attrs[4] = attrs[5] = speed
+            attrs[6][termios.VMIN] = 0
+            attrs[6][termios.VTIME] = 0
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+            termios.tcflush(fd, termios.TCIOFLUSH)
+        except termios.error as exc:
+            os.close(fd)
+            raise BackendError(f"cannot configure UART {path}: {exc}") from None
+        super().__init__(fd, fd)
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd != -1:
+            os.close(self._fd)
+            self._fd = -1
+
+
+#: ``SPI_IOC_MESSAGE(1)``: _IOW('k', 0, struct spi_ioc_transfer[1]) (32 bytes).
+SPI_IOC_MESSAGE_1 = 0x40206B00
+#: ``SPI_IOC_WR_MAX_SPEED_HZ`` and ``SPI_IOC_WR_MODE``.
+SPI_IOC_WR_MAX_SPEED_HZ = 0x40046B04
+SPI_IOC_WR_MODE = 0x40016B01
+
+
+class SpidevLink:
+    """Linux spidev, SPI mode 0, one full-duplex transfer per call.
+
+    Every byte the host clocks in has a byte coming back: during a request the bridge
+    shifts out idle bytes (0xFF, skipped by :class:`Bridge`), and while reading a reply the
+    host sends zeros (``NOP`` fragments the bridge drops or discards at the next chip select).
+    """
+
+    def __init__(self, path: str | Path = "/dev/spidev0.0", speed_hz: int = 8_000_000):
+        import ctypes
+
+        self._ctypes = ctypes
+        self.name = str(path)
+        self.speed_hz = speed_hz
+        try:
+            self._fd = os.open(path, os.O_RDWR)
+        except OSError as exc:
+            raise BackendError(f"cannot open spidev {path}: {exc}") from None
+        try:
+            fcntl.ioctl(self._fd, SPI_IOC_WR_MODE, struct.pack("=B", 0))
+            fcntl.ioctl(self._fd, SPI_IOC_WR_MAX_SPEED_HZ, struct.pack("=I", speed_hz))
+        except OSError as exc:
+            os.close(self._fd)
+            raise BackendError(f"cannot configure spidev {path}: {exc}") from None
+
+    def _transfer(self, data: bytes) -> bytes:
+        ctypes = self._ctypes
+        tx = ctypes.create_string_buffer(bytes(data), len(data))
+        rx = ctypes.create_string_buffer(len(data))
+        message = struct.pack("=QQIIHBBBBBB", ctypes.addressof(tx), ctypes.addressof(rx),
+                              len(data), self.speed_hz, 0, 8, 0, 0, 0, 0, 0)
+        fcntl.ioctl(self._fd, SPI_IOC_MESSAGE_1, message)
+        return rx.raw
+
+    def send(self, data: bytes) -> None:
+        # spidev limits one transfer to its buffer size (4096 bytes by default).
+        for start in range(0, len(data), 4096):
+            self._transfer(data[start : start + 4096])
+
+    def receive(self, size: int, timeout_s: float) -> bytes:
+        return self._transfer(bytes(min(size, 4096)))
+
+    def close(self) -> None:
+        if self._fd != -1:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class ProcessLink(_FdLink):
+    """A child process whose standard input and output carry the link (the simulator)."""
+
+    def __init__(self, command: list[str]):
+        self.name = Path(command[0]).name
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         bufsize=0)
+        super().__init__(self._process.stdout.fileno(), self._process.stdin.fileno())
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process.stdout.close()
+        self._process.stderr.close()
+        self._process = None
+
+
+class Bridge:
+    """Requests and replies over ``link``; every call waits for its reply.
+
+    Args:
+        link: the byte link.
+        timeout_s: longest wait for one reply byte, seconds (WAIT_IRQ adds its own).
+    """
+
+    def __init__(self, link: ByteLink, timeout_s: float = 2.0):
+        self.link = link
+        self.name = link.name
+        self.timeout_s = timeout_s
+        self._pending = b""
+
+    def _receive_exact(self, size: int, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        data = self._pending
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeviceTimeout(f"{self.name}: no reply from the bridge within "
+                                    f"{timeout_s:.1f} s ({len(data)} of {size} bytes); is the "
+                                    f"board configured and the link wired? (docs/boards.md)")
+            data += self.link.receive(size - len(data), left)
+        self._pending = data[size:]
+        return data[:size]
+
+    def _status(self, timeout_s: float) -> int:
+        while True:
+            byte = self._receive_exact(1, timeout_s)[0]
+            if byte != IDLE:  # SPI: idle bytes until the bridge answers
+                return byte
+
+    def _transact(self, command: Command, address: int, count: int, payload: bytes = b"",
+                  reply_words: int = 0, timeout_s: float | None = None) -> tuple[int, bytes]:
+        self.link.send(request(command, address, count, payload))
+        status = self._status(self.timeout_s if timeout_s is None else timeout_s)
+        if status == Reply.NAK:
+            raise BackendError(f"{self.name}: the bridge refused command {command.name}")
+        if status not in (Reply.ACK, Reply.TIMEOUT):
+            raise BackendError(f"{self.name}: bad reply byte {status:#04x} to {command.name}; "
+                               f"the link is out of step (reset the board)")
+        return status, self._receive_exact(4 * reply_words, self.timeout_s)
+
+    def read_words(self, command: Command, address: int, count: int) -> bytes:
+        """``count`` words from ``address`` (CSR_READ or MEM_READ), in chunks of MAX_WORDS."""
+        out = bytearray()
+        while count:
+            n = min(count, MAX_WORDS)
+            out += self._transact(command, address, n, reply_words=n)[1]
+            address, count = address + 4 * n, count - n
+        return bytes(out)
+
+    def write_words(self, command: Command, address: int, data: bytes) -> None:
+        """Write ``data`` (a multiple of 4 bytes) from ``address`` (CSR_WRITE, MEM_WRITE)."""
+        for start in range(0, len(data), 4 * MAX_WORDS):
+            chunk = data[start : start + 4 * MAX_WORDS]
+            self._transact(command, address + start, len(chunk) // 4, chunk)
+
+    def wait_irq(self, budget_cycles: int, timeout_s: float) -> bool:
+        """True when the interrupt is high within ``budget_cycles`` device cycles."""
+        budget = min(max(budget_cycles, 1), 0xFFFFFFFF)
+        status, _ = self._transact(Command.WAIT_IRQ, budget, 0, timeout_s=timeout_s)
+        return status == Reply.ACK
+
+    def close(self) -> None:
+        self.link.close()
+
+
+class BridgeRegisters:
+    """The CSRs behind a :class:`Bridge` (a register port)."""
+
+    def __init__(self, bridge: Bridge):
+        self.bridge = bridge
+        self.name = bridge.name
+
+    def read32(self, offset: int) -> int:
+        return struct.unpack("<I", self.bridge.read_words(Command.CSR_READ, offset, 1))[0]
+
+    def write32(self, offset: int, value: int) -> None:
+        self.bridge.write_words(Command.CSR_WRITE, offset, struct.pack("<I", value & 0xFFFFFFFF))
+
+    def wait_interrupt(self, timeout_s: float, budget_cycles: int) -> bool:
+        return self.bridge.wait_irq(budget_cycles, timeout_s)
+
+    def close(self) -> None:
+        self.bridge.close()
+
+
+class BridgeMemory:
+    """The on-chip memory behind a :class:`Bridge` (a memory port at bus address 0).
+
+    Accesses of any alignment are widened to whole words: a partial first or last word is
+    read, merged and written back.
+    """
+
+    def __init__(self, bridge: Bridge, size: int):
+        self.bridge = bridge
+        self.name = f"{bridge.name} memory"
+        self.size = size
+        self.bus_address = 0
+
+    def read(self, offset: int, size: int) -> bytes:
+        check_range(self.name, self.size, offset, size)
+        start, end = offset & ~3, (offset + size + 3) & ~3
+        data = self.bridge.read_words(Command.MEM_READ, start, (end - start) // 4)
+        return data[offset - start : offset - start + size]
+
+    def write(self, offset: int, data: bytes) -> None:
+        check_range(self.name, self.size, offset, len(data))
+        if not data:
+            return
+        start, end = offset & ~3, (offset + len(data) + 3) & ~3
+        if start != offset or end != offset + len(data):
+            merged = bytearray(self.read(start, end - start))
+            merged[offset - start : offset - start + len(data)] = data
+            data = bytes(merged)
+        self.bridge.write_words(Command.MEM_WRITE, start, data)
+
+    def close(self) -> None:  # the bridge is closed with the register port
+        pass
