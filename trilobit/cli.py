@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "run": "trilobit.sw.cli:register_run",
     "quantize-weights": "trilobit.sw.quantize_cli",
     "sim": "trilobit.sim.sim_cli",
+    "build": "trilobit.boards.cli",
 }
 
 #: Engine name -> module providing ``add_generate_arguments`` and ``generate_from_args``.

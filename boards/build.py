@@ -1,0 +1,155 @@
+"""Board builds.
+
+Open flow (iCE40, ECP5): the board top (:class:`BoardTop`: bridge system + UART pins + an
+LED on the interrupt) goes through the amaranth-boards platform to yosys, nextpnr and the
+packer, all from PyPI (YoWASP). nextpnr's ``--report`` JSON gives the utilization and the
+Fmax; a design that does not fit or misses the board clock fails with the numbers.
+
+Vivado flow (Zynq): :mod:`trilobit.boards.zynq`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth import Elaboratable, Module
+from amaranth.build import Attrs
+from amaranth_boards.resources import UARTResource
+from trilobit.boards.presets import BoardPreset
+
+from trilobit.errors import ToolchainError
+
+__all__ = ["BoardTop", "BuildResult", "build_open", "UART_BAUD"]
+
+#: Host link speed of the UART bridge, bits per second (FTDI parts run it on every board).
+UART_BAUD = 1_000_000
+TOP_NAME = "trilobit"
+
+
+class BoardTop(Elaboratable):
+    """The bridge system on a board's pins: UART ``rx``/``tx``, LED 0 shows the interrupt."""
+
+    def __init__(self, board: BoardPreset):
+        self.board = board
+
+    def elaborate(self, platform):
+        from trilobit.hw.bridge_soc import BridgeSoC
+        from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor
+
+        m = Module()
+        clk_hz = platform.default_clk_frequency
+        divisor = uart_divisor(clk_hz, UART_BAUD)
+        uart = platform.request("uart", 0)
+        m.submodules.soc = soc = BridgeSoC(self.board.config, self.board.memory_bytes)
+        m.submodules.receiver = receiver = UartReceiver(divisor)
+        m.submodules.transmitter = transmitter = UartTransmitter(divisor)
+        m.d.comb += [receiver.rx.eq(uart.rx.i), uart.tx.o.eq(transmitter.tx)]
+        from amaranth.lib import wiring
+
+        wiring.connect(m, receiver.bytes, soc.rx)
+        wiring.connect(m, soc.tx, transmitter.bytes)
+        try:
+            led = platform.request("led", 0)
+            m.d.comb += led.o.eq(soc.irq)
+        except Exception:  # boards without a plain LED (OrangeCrab: RGB LED) go without
+            pass
+        return m
+
+
+def _platform(board: BoardPreset):
+    platform = board.make_platform()
+    if board.name == "orangecrab":
+        # No USB serial bridge on the OrangeCrab: the UART comes out on feather pins 0 (rx)
+        # and 1 (tx), wired to a USB-serial adapter or a Raspberry Pi (docs/boards.md).
+        platform.add_resources([UARTResource(0, rx="0", tx="1", conn=("io", 0),
+                                             attrs=Attrs(IO_TYPE="LVCMOS33"))])
+    return platform
+
+
+@dataclass
+class BuildResult:
+    """What a board build produced and measured."""
+
+    board: str
+    bitstream: Path | None
+    utilization: dict[str, tuple[int, int]] = field(default_factory=dict)  # used, available
+    fmax_mhz: float = 0.0
+    target_mhz: float = 0.0
+    seconds: float = 0.0
+    verilog: Path | None = None
+
+    def to_dict(self) -> dict:
+        return {"board": self.board, "bitstream": str(self.bitstream),
+                "utilization": {k: list(v) for k, v in self.utilization.items()},
+                "fmax_mhz": self.fmax_mhz, "target_mhz": self.target_mhz,
+                "seconds": round(self.seconds, 1), "verilog": str(self.verilog)}
+
+
+_UTILISATION_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def _log_utilisation(log: str) -> dict[str, tuple[int, int]]:
+    return {name: (int(used), int(avail))
+            for name, used, avail in _UTILISATION_LINE.findall(log)}
+
+
+def build_open(board: BoardPreset, out: Path,
+               step: Callable[[str], None] = lambda message: None) -> BuildResult:
+    """Build ``board``'s bitstream in ``out``; returns the measured figures.
+
+    Raises:
+        ToolchainError: a tool failed; the design does not fit (which resources, by how
+            much); or it misses the board clock (by how many MHz).
+    """
+    from trilobit.sim.toolchain import yowasp_env
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    platform = _platform(board)
+    step("elaborating and writing Verilog")
+    plan = platform.prepare(BoardTop(board), name=TOP_NAME,
+                            synth_opts="-dsp" if board.family == "ice40" else "",
+                            nextpnr_opts="--report report.json --timing-allow-fail "
+                                         "--log nextpnr.log")
+    plan.extract(out)
+    step("synthesis, place and route, packing (yosys, nextpnr; minutes)")
+    env = {**os.environ, **yowasp_env()}
+    done = subprocess.run(["sh", f"build_{TOP_NAME}.sh"], cwd=out, env=env,
+                          capture_output=True, text=True)
+    (out / "build.log").write_text(done.stdout + done.stderr)
+    log = (out / "nextpnr.log").read_text() if (out / "nextpnr.log").exists() else ""
+    usage = _log_utilisation(log)
+    over = {k: v for k, v in usage.items() if v[0] > v[1]}
+    if over or "Unable to place" in log or "Failed to" in log and done.returncode:
+        detail = ", ".join(f"{k} {u}/{a} ({u - a} over, {100 * u / a:.0f}%)"
+                           for k, (u, a) in over.items()) or "placement failed"
+        raise ToolchainError(f"{board.name}: the design does not fit the "
+                             f"{board.part}: {detail}. Use a smaller config "
+                             f"(trilobit.boards.presets); log {out / 'nextpnr.log'}")
+    if done.returncode:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise ToolchainError(f"{board.name}: build failed (exit {done.returncode}); log "
+                             f"{out / 'build.log'}\n{tail}")
+    report = json.loads((out / "report.json").read_text())
+    utilization = {name: (int(v["used"]), int(v["available"]))
+                   for name, v in report.get("utilization", {}).items()}
+    fmax = report.get("fmax", {})
+    achieved = min((v["achieved"] for v in fmax.values()), default=0.0)
+    target = max((v["constraint"] for v in fmax.values()), default=board.clock_hz / 1e6)
+    result = BuildResult(board.name, next(iter(sorted(out.glob(f"{TOP_NAME}.bi*"))), None),
+                         utilization, achieved, target, time.monotonic() - start,
+                         out / f"{TOP_NAME}.v" if (out / f"{TOP_NAME}.v").exists() else None)
+    (out / "build.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if achieved < target:
+        raise ToolchainError(f"{board.name}: misses timing: Fmax {achieved:.1f} MHz < board "
+                             f"clock {target:.1f} MHz (short by {target - achieved:.1f} MHz); "
+                             f"the bitstream {result.bitstream} would be unreliable")
+    return result

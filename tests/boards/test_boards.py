@@ -1,0 +1,112 @@
+"""Board presets, reproducible Verilog, the build command, the UART link and the Zynq sources."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from trilobit.boards import BOARDS, get_board
+from trilobit.boards.zynq import TOP, build_zynq, vivado_tcl
+from trilobit.hw.axi_adapters import AxiAccelerator
+from trilobit.hw.bridge_soc import BridgeSoC
+from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor
+from trilobit.sim.toolchain import verilog_for
+
+from trilobit.cli import build_parser
+from trilobit.config import preset
+from trilobit.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_each_board_has_a_valid_config_and_a_memory_that_holds_its_buffers(name):
+    board = get_board(name)
+    assert board.config.name == name
+    assert board.flow in ("open", "vivado")
+    if board.flow == "open":
+        assert board.config.bus == "wishbone" and board.memory_bytes >= 1 << 15
+        assert board.make_platform().default_clk_frequency == pytest.approx(board.clock_hz)
+    else:
+        assert board.config.bus == "axi4" and board.memory_bytes == 0
+
+
+def test_unknown_board_lists_the_boards():
+    with pytest.raises(ConfigError, match="board must be one of"):
+        get_board("de10-nano")
+
+
+def test_same_config_gives_byte_identical_verilog():
+    config = get_board("icebreaker").config
+    first = verilog_for(BridgeSoC(config, 1 << 16), "trilobit")
+    second = verilog_for(BridgeSoC(config.replace(name="renamed"), 1 << 16), "trilobit")
+    assert hashlib.sha256(first.encode()).digest() == hashlib.sha256(second.encode()).digest()
+    other = verilog_for(BridgeSoC(config, 1 << 15), "trilobit")
+    assert other != first  # and a different memory is a different design
+
+
+def test_build_command_is_registered_with_every_board():
+    args = build_parser().parse_args(["build", "--board", "ulx3s"])
+    assert args.board == "ulx3s" and callable(args.handler)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["build", "--board", "nosuch"])
+
+
+def test_zynq_sources_name_the_part_the_ports_and_say_vivado_is_needed(tmp_path):
+    board = get_board("pynq-z2")
+    manifest = build_zynq(board, tmp_path, estimate=False)
+    assert "Vivado is needed" in manifest["note"]
+    verilog = (tmp_path / f"{TOP}.v").read_text()
+    for port in ("s_axi_awaddr", "s_axi_rdata", "m_axi_araddr", "m_axi_wdata", "irq"):
+        assert f" {port}" in verilog
+    tcl = vivado_tcl(board)
+    assert "xc7z020clg400-1" in tcl and "S_AXI_HP0" in tcl and "IRQ_F2P" in tcl
+    kv260 = vivado_tcl(get_board("kv260"))
+    assert "xck26-sfvc784-2LV-c" in kv260 and "pl_ps_irq0" in kv260
+    assert verilog_for(AxiAccelerator(board.config), TOP) == verilog  # reproducible
+
+
+def test_uart_divisor_rejects_rates_the_clock_cannot_make():
+    assert uart_divisor(12e6, 1_000_000) == 12
+    with pytest.raises(ConfigError, match="baud"):
+        uart_divisor(12e6, 4_000_000)
+
+
+def test_uart_transmitter_and_receiver_carry_random_bytes_back_to_back():
+    divisor = 5
+    rng = np.random.default_rng(3)
+    payload = [0x00, 0xFF, 0x55, 0xAA] + [int(b) for b in rng.integers(0, 256, 20)]
+    from amaranth import Module
+
+    m = Module()
+    m.submodules.tx = tx = UartTransmitter(divisor)
+    m.submodules.rx = rx = UartReceiver(divisor)
+    m.d.comb += rx.rx.eq(tx.tx)
+    received = []
+
+    async def send(ctx):
+        for value in payload:
+            ctx.set(tx.bytes.payload, value)
+            ctx.set(tx.bytes.valid, 1)
+            await ctx.tick().until(tx.bytes.ready)
+            ctx.set(tx.bytes.valid, 0)
+
+    async def receive(ctx):
+        ctx.set(rx.bytes.ready, 1)
+        while len(received) < len(payload):
+            _, _, valid, data = await ctx.tick().sample(rx.bytes.valid, rx.bytes.payload)
+            if valid:
+                received.append(data)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(send)
+    sim.add_testbench(receive)
+    sim.run_until(1e-6 * divisor * 10 * (len(payload) + 4))
+    assert received == payload
+
+
+def test_preset_configs_match_the_project_presets_where_shared():
+    assert get_board("ulx3s").config.hash() == preset("small").hash()
+    assert get_board("orangecrab").config.hash() == preset("tiny").hash()
+    assert get_board("kv260").config.hash() == preset("large").hash()
