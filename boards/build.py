@@ -117,15 +117,16 @@ def build_open(board: BoardPreset, out: Path,
     step("elaborating and writing Verilog")
     plan = platform.prepare(BoardTop(board), name=TOP_NAME,
                             synth_opts="-dsp" if board.family == "ice40" else "",
-                            nextpnr_opts="--report report.json --timing-allow-fail "
-                                         "--log nextpnr.log")
+                            nextpnr_opts="--report report.json --timing-allow-fail")
     plan.extract(out)
     step("synthesis, place and route, packing (yosys, nextpnr; minutes)")
     env = {**os.environ, **yowasp_env()}
     done = subprocess.run(["sh", f"build_{TOP_NAME}.sh"], cwd=out, env=env,
                           capture_output=True, text=True)
     (out / "build.log").write_text(done.stdout + done.stderr)
-    log = (out / "nextpnr.log").read_text() if (out / "nextpnr.log").exists() else ""
+    # Amaranth's script logs nextpnr to NAME.tim.
+    log_path = out / f"{TOP_NAME}.tim"
+    log = log_path.read_text() if log_path.exists() else ""
     usage = _log_utilisation(log)
     over = {k: v for k, v in usage.items() if v[0] > v[1]}
     if over or "Unable to place" in log or "Failed to" in log and done.returncode:
@@ -133,7 +134,7 @@ def build_open(board: BoardPreset, out: Path,
                            for k, (u, a) in over.items()) or "placement failed"
         raise ToolchainError(f"{board.name}: the design does not fit the "
                              f"{board.part}: {detail}. Use a smaller config "
-                             f"(trilobit.boards.presets); log {out / 'nextpnr.log'}")
+                             f"(trilobit.boards.presets); log {log_path}")
     if done.returncode:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise ToolchainError(f"{board.name}: build failed (exit {done.returncode}); log "

@@ -3,9 +3,10 @@ yosys ``synth_xilinx`` resource estimate. The bitstream itself needs Vivado (AMD
 are not on PyPI): ``vivado -mode batch -source build.tcl`` in the output folder.
 
 The block design: the processing system, the accelerator as a module reference
-(``trilobit_axi``), its AXI4-Lite CSR slave on the PS general-purpose master (address
-``CSR_BASE``), its AXI4 master on the HP0 port into DDR, its ``irq`` on the PL-to-PS
-interrupt 0, all clocked by PL clock 0 at the preset's clock.
+(``trilobit_axi``: :class:`trilobit.hw.accel_axi.AcceleratorAxi`), its AXI4-Lite CSR
+slave on the PS general-purpose master (address ``CSR_BASE``), its AXI4 master on the HP0
+port into DDR, its ``irq`` on the PL-to-PS interrupt 0, all clocked by PL clock 0 at the
+preset's clock.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ create_bd_cell -type module -reference {TOP} accel
 apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config [list \\
     Master /{ps['cell']}/{ps['master']} \\
     Clk_master /{ps['cell']}/{ps['clk']} Clk_slave /{ps['cell']}/{ps['clk']} \\
-    Clk_xbar /{ps['cell']}/{ps['clk']}] [get_bd_intf_pins accel/s_axi]
+    Clk_xbar /{ps['cell']}/{ps['clk']}] [get_bd_intf_pins accel/s_axil]
 # Data: accelerator AXI4 master -> HP port into DDR.
 apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config [list Slave /{ps['cell']}/{ps['hp']} \\
     Clk_master /{ps['cell']}/{ps['clk']} Clk_slave /{ps['cell']}/{ps['clk']} \\
@@ -114,13 +115,13 @@ def build_zynq(board: BoardPreset, out: Path,
 
     Returns a manifest: files, utilization estimate, the Vivado note.
     """
-    from trilobit.hw.axi_adapters import AxiAccelerator
+    from trilobit.hw.accel_axi import AcceleratorAxi
     from trilobit.sim.toolchain import verilog_for, yowasp_env
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     step("writing Verilog with the AXI wrapper")
-    verilog = verilog_for(AxiAccelerator(board.config), TOP)
+    verilog = verilog_for(AcceleratorAxi(board.config), TOP)
     (out / f"{TOP}.v").write_text(verilog)
     (out / "build.tcl").write_text(vivado_tcl(board))
     files = [f"{TOP}.v", "build.tcl"]

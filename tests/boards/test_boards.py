@@ -9,7 +9,7 @@ import pytest
 from amaranth.sim import Simulator
 from trilobit.boards import BOARDS, get_board
 from trilobit.boards.zynq import TOP, build_zynq, vivado_tcl
-from trilobit.hw.axi_adapters import AxiAccelerator
+from trilobit.hw.accel_axi import AcceleratorAxi
 from trilobit.hw.bridge_soc import BridgeSoC
 from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor
 from trilobit.sim.toolchain import verilog_for
@@ -57,13 +57,13 @@ def test_zynq_sources_name_the_part_the_ports_and_say_vivado_is_needed(tmp_path)
     manifest = build_zynq(board, tmp_path, estimate=False)
     assert "Vivado is needed" in manifest["note"]
     verilog = (tmp_path / f"{TOP}.v").read_text()
-    for port in ("s_axi_awaddr", "s_axi_rdata", "m_axi_araddr", "m_axi_wdata", "irq"):
+    for port in ("s_axil_awaddr", "s_axil_rdata", "m_axi_araddr", "m_axi_wdata", "irq"):
         assert f" {port}" in verilog
     tcl = vivado_tcl(board)
     assert "xc7z020clg400-1" in tcl and "S_AXI_HP0" in tcl and "IRQ_F2P" in tcl
     kv260 = vivado_tcl(get_board("kv260"))
     assert "xck26-sfvc784-2LV-c" in kv260 and "pl_ps_irq0" in kv260
-    assert verilog_for(AxiAccelerator(board.config), TOP) == verilog  # reproducible
+    assert verilog_for(AcceleratorAxi(board.config), TOP) == verilog  # reproducible
 
 
 def test_uart_divisor_rejects_rates_the_clock_cannot_make():
