@@ -47,7 +47,10 @@ class BoardTop(Elaboratable):
         clk_hz = platform.default_clk_frequency
         divisor = uart_divisor(clk_hz, UART_BAUD)
         uart = platform.request("uart", 0)
-        m.submodules.soc = soc = BridgeSoC(self.board.config, self.board.memory_bytes)
+        # The UP5K's 15 KiB of block RAM go to the accelerator's buffers; the shared memory
+        # takes two of its SPRAM blocks.
+        spram = self.board.family == "ice40"
+        m.submodules.soc = soc = BridgeSoC(self.board.config, self.board.memory_bytes, spram)
         m.submodules.receiver = receiver = UartReceiver(divisor)
         m.submodules.transmitter = transmitter = UartTransmitter(divisor)
         m.d.comb += [receiver.rx.eq(uart.rx.i), uart.tx.o.eq(transmitter.tx)]

@@ -5,7 +5,8 @@ The host driver talks to it exactly as to a board behind a UART: the same reques
 in, the same reply bytes come out, produced by the RTL of the bridge, the accelerator and
 the on-chip memory. The clock runs while the bridge has work (a request being received or
 executed, ``WAIT_IRQ`` included); when the bridge waits for the next request byte the
-simulator blocks on its input, so an idle host costs no CPU.
+simulator blocks on its input, so an idle host costs no CPU. Optional arguments
+``stall_prob seed`` make the link hold request bytes back and refuse reply bytes at random.
 """
 
 from __future__ import annotations
@@ -24,13 +25,29 @@ BRIDGE_HARNESS_CPP = r"""
 #include "verilated.h"
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <unistd.h>
 #include <vector>
 
+struct Random {  // xorshift64*: a stall pattern independent of the C++ library
+    uint64_t state;
+    double next() {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        const uint64_t bits = (state * 2685821657736338717ULL) >> 11;
+        return static_cast<double>(bits) * (1.0 / 9007199254740992.0);
+    }
+};
+
+// Usage: Vbridge_soc [stall_prob [seed]]: with stall_prob > 0 the link holds bytes back
+// (rx valid low) and refuses them (tx ready low) at random, as a slow UART would.
 int main(int argc, char** argv) {
-    Verilated::commandArgs(argc, argv);
+    const double stall_prob = argc > 1 ? std::atof(argv[1]) : 0.0;
+    Random rng{(argc > 2 ? std::strtoull(argv[2], nullptr, 0) : 1) * 2 + 1};
+    Verilated::commandArgs(1, argv);
     std::unique_ptr<V@TOP@> top{new V@TOP@};
     uint64_t cycles = 0;
     auto tick = [&]() {
@@ -50,9 +67,10 @@ int main(int argc, char** argv) {
     tick();
     top->rst = 0;
     top->frame_start = 0;
-    top->tx___05Fready = 1;
     for (;;) {
-        top->rx___05Fvalid = !input.empty();
+        top->tx___05Fready = stall_prob == 0.0 || rng.next() >= stall_prob;
+        const bool offer = stall_prob == 0.0 || rng.next() >= stall_prob;
+        top->rx___05Fvalid = offer && !input.empty();
         top->rx___05Fpayload = input.empty() ? 0 : input.front();
         top->eval();
         if (top->rx___05Fready && input.empty()) {

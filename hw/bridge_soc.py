@@ -14,7 +14,7 @@ driver uses bus base 0.
 """
 
 
-from amaranth import Module, Signal, unsigned
+from amaranth import ClockSignal, Const, Instance, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,6 +42,15 @@ def check_memory(width: int, size_bytes: int) -> None:
                           f"got {size_bytes}")
 
 
+class _PortSignals:
+    """Address, data and lane enables of a memory port built from primitives."""
+
+    def __init__(self, width: int, index_bits: int, lanes: int):
+        self.addr = Signal(index_bits)
+        self.data = Signal(width)
+        self.en = Signal(lanes)
+
+
 class SharedMemory(wiring.Component):
     """One memory of ``size_bytes`` with two Wishbone B4 classic slave ports.
 
@@ -52,11 +61,20 @@ class SharedMemory(wiring.Component):
     its end) and the ``ack`` cycle (read data valid). Port A wins when both request in the
     same cycle. Address bits above the memory size are ignored (the accelerator's window
     and the driver's bounds checks keep accesses inside).
+
+    ``spram=True`` builds the 32-bit, 64 KiB memory from two iCE40 UP5K SPRAM blocks
+    (``SB_SPRAM256KA``, 16 Ki x 16 bits each, output registered like a read port) instead
+    of block RAM, which the UP5K has only 15 KiB of. Synthesis only: simulators do not
+    have the primitive.
     """
 
-    def __init__(self, width: int, size_bytes: int):
+    def __init__(self, width: int, size_bytes: int, spram: bool = False):
         check_memory(width, size_bytes)
+        if spram and (width, size_bytes) != (32, 1 << 16):
+            raise ConfigError(f"an SPRAM memory is 32 bits wide and 65536 bytes, got {width} "
+                              f"bits and {size_bytes} bytes")
         line = width // 8
+        self.spram = spram
         self.width = width
         self.size_bytes = size_bytes
         self.depth = size_bytes // line
@@ -72,10 +90,22 @@ class SharedMemory(wiring.Component):
         lanes = self.width // 32
         lane_bits = _log2(lanes)
         index_bits = max(1, _log2(self.depth))
-        m.submodules.storage = storage = Memory(shape=unsigned(self.width), depth=self.depth,
-                                                init=[])
-        read = storage.read_port()
-        write = storage.write_port(granularity=32)
+        if self.spram:
+            read = _PortSignals(self.width, index_bits, lanes)
+            write = _PortSignals(self.width, index_bits, lanes)
+            for half in range(2):
+                m.submodules[f"spram{half}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=write.addr, i_DATAIN=write.data[16 * half : 16 * half + 16],
+                    i_MASKWREN=Const(0b1111, 4), i_WREN=write.en[0], i_CHIPSELECT=1,
+                    i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                    o_DATAOUT=read.data[16 * half : 16 * half + 16])
+            # One address for reads and writes: the request logic below gives both the same.
+        else:
+            m.submodules.storage = storage = Memory(shape=unsigned(self.width),
+                                                    depth=self.depth, init=[])
+            read = storage.read_port()
+            write = storage.write_port(granularity=32)
 
         a_request = self.a_cyc & self.a_stb & ~self.a_ack
         b_request = self.b_cyc & self.b_stb & ~self.b_ack
@@ -116,6 +146,7 @@ class BridgeSoC(wiring.Component):
     Args:
         config: the accelerator.
         memory_bytes: size of the on-chip memory (power of two), bytes.
+        spram: build the memory from iCE40 UP5K SPRAM (see :class:`SharedMemory`).
 
     Ports: ``rx``/``tx`` byte streams and ``frame_start`` as in :class:`HostBridge`, and
     ``irq`` (the accelerator's interrupt, for an LED or a host GPIO).
@@ -126,9 +157,10 @@ class BridgeSoC(wiring.Component):
     frame_start: In(1)
     irq: Out(1)
 
-    def __init__(self, config: AcceleratorConfig, memory_bytes: int):
+    def __init__(self, config: AcceleratorConfig, memory_bytes: int, spram: bool = False):
         self.config = config
         self.memory_bytes = memory_bytes
+        self.spram = spram
         check_memory(config.mem_width, memory_bytes)
         super().__init__()
 
@@ -136,7 +168,8 @@ class BridgeSoC(wiring.Component):
         m = Module()
         m.submodules.core = core = AcceleratorCore(self.config)
         m.submodules.bridge = bridge = HostBridge()
-        m.submodules.memory = memory = SharedMemory(self.config.mem_width, self.memory_bytes)
+        m.submodules.memory = memory = SharedMemory(self.config.mem_width, self.memory_bytes,
+                                                    self.spram)
         wiring.connect(m, wiring.flipped(self.rx), bridge.rx)
         wiring.connect(m, bridge.tx, wiring.flipped(self.tx))
         m.d.comb += [

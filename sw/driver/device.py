@@ -338,7 +338,7 @@ def open_device(spec: str, config: AcceleratorConfig | None = None) -> Device:
 
         board=icebreaker,spi=/dev/spidev0.0[,speed=8000000]
         board=ulx3s,uart=/dev/ttyUSB0[,baud=1000000]
-        sim=1,memory=16384                     # the Verilator model of the bridge system
+        sim=1,memory=16384[,stall=0.3,seed=1]  # the Verilator model of the bridge system
 
     ``clock=HZ`` sets the clock used for wall-clock timeouts (default: the board's, else
     10 MHz); ``lock=0`` skips the exclusive lock.
@@ -394,7 +394,9 @@ def open_device(spec: str, config: AcceleratorConfig | None = None) -> Device:
             from trilobit.hw.bridge_sim import build_bridge_simulator
 
             memory_bytes = memory_bytes or 1 << 16
-            link = ProcessLink([str(build_bridge_simulator(config, memory_bytes))])
+            stall = fields.pop("stall", "0")
+            link = ProcessLink([str(build_bridge_simulator(config, memory_bytes)), stall,
+                                fields.pop("seed", "1")])
             lock = False  # a private simulator process per device
         else:
             raise ConfigError(f"device spec {spec!r} names no transport: use uio=, spi=, "

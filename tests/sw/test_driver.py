@@ -249,3 +249,43 @@ def test_device_spec_errors_are_clear():
         open_device("uio")
     with pytest.raises(ConfigError, match="board must be one of"):
         open_device("board=nosuch,uart=/dev/null")
+
+
+def test_uart_link_is_raw_8n1_over_a_serial_device():
+    from trilobit.sw.driver.bridge import UartLink
+
+    master, slave = pty.openpty()
+    try:
+        link = UartLink(os.ttyname(slave), baud=1_000_000)
+        every_byte = bytes(range(256))  # raw mode: no CR/LF translation, no XON/XOFF, no echo
+        link.send(every_byte)
+        got = b""
+        while len(got) < 256:
+            got += os.read(master, 256)
+        assert got == every_byte
+        os.write(master, every_byte)
+        got = b""
+        while len(got) < 256:
+            chunk = link.receive(256 - len(got), 2.0)
+            assert chunk, "timed out"
+            got += chunk
+        assert got == every_byte
+        assert link.receive(1, 0.05) == b""  # nothing more: a timeout, not a block
+        link.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_bridge_times_out_with_a_clear_message_when_nothing_answers():
+    from trilobit.sw.driver.bridge import Bridge, BridgeRegisters, UartLink
+
+    master, slave = pty.openpty()
+    try:
+        registers = BridgeRegisters(Bridge(UartLink(os.ttyname(slave)), timeout_s=0.2))
+        with pytest.raises(DeviceTimeout, match="no reply from the bridge"):
+            registers.read32(REGISTERS["ID"])
+        registers.close()
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -25,8 +25,10 @@ MEMORY = 1 << 14
 
 @pytest.fixture(scope="module")
 def backend():
-    # The backend owns the device it is given and releases it when closed.
-    backend = DeviceBackend(preset("tiny"), open_device(f"sim=1,memory={MEMORY}", preset("tiny")))
+    # The backend owns the device it is given and releases it when closed. The link stalls
+    # 30 % of the cycles in both directions.
+    device = open_device(f"sim=1,memory={MEMORY},stall=0.3,seed=5", preset("tiny"))
+    backend = DeviceBackend(preset("tiny"), device)
     yield backend
     backend.close()
 
