@@ -85,3 +85,20 @@ def test_budget_too_small_is_a_device_timeout_from_the_rtl_watchdog(device):
     with pytest.raises(DeviceTimeout, match="exceeded its budget of 50 cycles"):
         device.run(kernel.prog_addr, 50)
     assert device.status()["state"] == "error"
+
+
+def test_wait_irq_answers_timeout_when_the_budget_passes_first(device):
+    assert device.status()["irq_pending"] is False
+    assert device.registers.wait_interrupt(2.0, 200) is False
+
+
+def test_session_backend_device_from_the_environment(monkeypatch):
+    # The path a user takes: Session(..., backend="device") with $TRILOBIT_DEVICE.
+    monkeypatch.setenv("TRILOBIT_DEVICE", f"sim=1,memory={MEMORY}")
+    feeds, _ = digits_inputs("mlp_dynamic", 5)
+    session = Session(model_path("mlp_dynamic"), config="tiny", backend="device", batch=4)
+    try:
+        ours = next(iter(session.run(feeds).values()))
+    finally:
+        session.backend.close()
+    np.testing.assert_array_equal(ours, ort_outputs("mlp_dynamic", feeds)[0])
