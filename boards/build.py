@@ -21,10 +21,10 @@ from pathlib import Path
 
 from amaranth import Elaboratable, Module
 from amaranth.build import Attrs
-from amaranth_boards.resources import UARTResource
+from amaranth_boards.resources import SPIResource, UARTResource
 from trilobit.boards.presets import BoardPreset
 
-from trilobit.errors import ToolchainError
+from trilobit.errors import ConfigError, ToolchainError
 
 __all__ = ["BoardTop", "BuildResult", "build_open", "UART_BAUD"]
 
@@ -33,41 +33,79 @@ UART_BAUD = 1_000_000
 TOP_NAME = "trilobit"
 
 
-class BoardTop(Elaboratable):
-    """The bridge system on a board's pins: UART ``rx``/``tx``, LED 0 shows the interrupt."""
+#: SPI target pins per board (connector, cs_n, clk, copi, cipo), 3.3 V (docs/boards.md).
+SPI_PINS = {
+    "icebreaker": (("pmod", 0), "1", "4", "2", "3"),
+    "ulx3s": (("gpio", 0), "0+", "1+", "2+", "3+"),
+    "orangecrab": (("io", 0), "5", "6", "9", "10"),
+}
+LINKS = ("uart", "spi")
 
-    def __init__(self, board: BoardPreset):
+
+class BoardTop(Elaboratable):
+    """The bridge system on a board's pins: the host link (UART ``rx``/``tx`` or an SPI
+    target, :data:`SPI_PINS`), LED 0 shows the interrupt."""
+
+    def __init__(self, board: BoardPreset, link: str = "uart"):
+        if link not in LINKS:
+            raise ConfigError(f"link must be one of {LINKS}, got {link!r}")
         self.board = board
+        self.link = link
 
     def elaborate(self, platform):
+        from amaranth.build import ResourceError
+        from amaranth.lib import io, wiring
         from trilobit.hw.bridge_soc import BridgeSoC
+        from trilobit.hw.bridge_spi import SpiTarget
         from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor
 
         m = Module()
-        clk_hz = platform.default_clk_frequency
-        divisor = uart_divisor(clk_hz, UART_BAUD)
-        uart = platform.request("uart", 0)
         # The UP5K's 15 KiB of block RAM go to the accelerator's buffers; the shared memory
         # takes two of its SPRAM blocks.
         spram = self.board.family == "ice40"
         m.submodules.soc = soc = BridgeSoC(self.board.config, self.board.memory_bytes, spram)
-        m.submodules.receiver = receiver = UartReceiver(divisor)
-        m.submodules.transmitter = transmitter = UartTransmitter(divisor)
-        m.d.comb += [receiver.rx.eq(uart.rx.i), uart.tx.o.eq(transmitter.tx)]
-        from amaranth.lib import wiring
-
-        wiring.connect(m, receiver.bytes, soc.rx)
-        wiring.connect(m, soc.tx, transmitter.bytes)
+        if self.link == "uart":
+            divisor = uart_divisor(platform.default_clk_frequency, UART_BAUD)
+            uart = platform.request("uart", 0, dir="-")
+            m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+            m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+            m.submodules.receiver = receiver = UartReceiver(divisor)
+            m.submodules.transmitter = transmitter = UartTransmitter(divisor)
+            m.d.comb += [receiver.rx.eq(uart_rx.i), uart_tx.o.eq(transmitter.tx)]
+            wiring.connect(m, receiver.bytes, soc.rx)
+            wiring.connect(m, soc.tx, transmitter.bytes)
+        else:
+            spi = platform.request("spi_target", 0, dir="-")
+            buffers = {name: io.Buffer("i", getattr(spi, name)) for name in ("cs", "clk", "copi")}
+            buffers["cipo"] = io.Buffer("o", spi.cipo)
+            for name, buffer in buffers.items():
+                m.submodules[f"spi_{name}"] = buffer
+            m.submodules.spi = target = SpiTarget()
+            # cs is declared active low, so its buffer reads high while selected; CIPO is
+            # driven only then, so the bus can be shared.
+            m.d.comb += [target.sck.eq(buffers["clk"].i), target.cs_n.eq(~buffers["cs"].i),
+                         target.mosi.eq(buffers["copi"].i), buffers["cipo"].o.eq(target.miso),
+                         buffers["cipo"].oe.eq(buffers["cs"].i),
+                         soc.frame_start.eq(target.frame_start)]
+            wiring.connect(m, target.rx, soc.rx)
+            wiring.connect(m, soc.tx, target.tx)
         try:
-            led = platform.request("led", 0)
-            m.d.comb += led.o.eq(soc.irq)
-        except Exception:  # boards without a plain LED (OrangeCrab: RGB LED) go without
-            pass
+            led = platform.request("led", 0, dir="-")
+        except ResourceError:  # boards without a plain LED (OrangeCrab: RGB LED) go without
+            led = None
+        if led is not None:
+            m.submodules.led = led_buffer = io.Buffer("o", led)
+            m.d.comb += led_buffer.o.eq(soc.irq)
         return m
 
 
 def _platform(board: BoardPreset):
     platform = board.make_platform()
+    connector, cs_n, clk, copi, cipo = SPI_PINS[board.name]
+    platform.add_resources([SPIResource("spi_target", 0, cs_n=cs_n, clk=clk, copi=copi,
+                                        cipo=cipo, conn=connector, role="peripheral",
+                                        attrs=Attrs(IO_TYPE="LVCMOS33") if board.family ==
+                                        "ecp5" else Attrs())])
     if board.name == "orangecrab":
         # No USB serial bridge on the OrangeCrab: the UART comes out on feather pins 0 (rx)
         # and 1 (tx), wired to a USB-serial adapter or a Raspberry Pi (docs/boards.md).
@@ -104,8 +142,9 @@ def _log_utilisation(log: str) -> dict[str, tuple[int, int]]:
 
 
 def build_open(board: BoardPreset, out: Path,
-               step: Callable[[str], None] = lambda message: None) -> BuildResult:
-    """Build ``board``'s bitstream in ``out``; returns the measured figures.
+               step: Callable[[str], None] = lambda message: None,
+               link: str = "uart") -> BuildResult:
+    """Build ``board``'s bitstream in ``out`` with host ``link``; returns measured figures.
 
     Raises:
         ToolchainError: a tool failed; the design does not fit (which resources, by how
@@ -118,7 +157,7 @@ def build_open(board: BoardPreset, out: Path,
     start = time.monotonic()
     platform = _platform(board)
     step("elaborating and writing Verilog")
-    plan = platform.prepare(BoardTop(board), name=TOP_NAME,
+    plan = platform.prepare(BoardTop(board, link), name=TOP_NAME,
                             synth_opts="-dsp" if board.family == "ice40" else "",
                             nextpnr_opts="--report report.json --timing-allow-fail")
     plan.extract(out)

@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "wrapper, Vivado Tcl script and a yosys resource estimate (the bitstream "
                     "needs Vivado). Boards: " + ", ".join(BOARDS))
     parser.add_argument("--board", required=True, choices=sorted(BOARDS))
+    parser.add_argument("--link", choices=("uart", "spi"), default="uart",
+                        help="host link of the iCE40/ECP5 boards (default uart; SPI pins in "
+                             "docs/boards.md)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: build/BOARD)")
     parser.set_defaults(handler=_build)
@@ -43,7 +46,7 @@ def _build(args: argparse.Namespace) -> int:
         if board.flow == "open":
             from trilobit.boards.build import build_open
 
-            result = build_open(board, out, step).to_dict()
+            result = build_open(board, out, step, args.link).to_dict()
         else:
             from trilobit.boards.zynq import build_zynq
 

@@ -110,12 +110,14 @@ SPI_IOC_WR_MODE = 0x40016B01
 class SpidevLink:
     """Linux spidev, SPI mode 0, one full-duplex transfer per call.
 
+    ``speed_hz`` must be at most 1/8 of the board's clock (:mod:`trilobit.hw.bridge_spi`).
+
     Every byte the host clocks in has a byte coming back: during a request the bridge
     shifts out idle bytes (0xFF, skipped by :class:`Bridge`), and while reading a reply the
     host sends zeros (``NOP`` fragments the bridge drops or discards at the next chip select).
     """
 
-    def __init__(self, path: str | Path = "/dev/spidev0.0", speed_hz: int = 8_000_000):
+    def __init__(self, path: str | Path = "/dev/spidev0.0", speed_hz: int = 1_000_000):
         import ctypes
 
         self._ctypes = ctypes

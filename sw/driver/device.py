@@ -336,7 +336,7 @@ def open_device(spec: str, config: AcceleratorConfig | None = None) -> Device:
 
     Bridge boards (``memory`` bytes, or taken from ``board=``)::
 
-        board=icebreaker,spi=/dev/spidev0.0[,speed=8000000]
+        board=icebreaker,spi=/dev/spidev0.0[,speed=1000000]
         board=ulx3s,uart=/dev/ttyUSB0[,baud=1000000]
         sim=1,memory=16384[,stall=0.3,seed=1]  # the Verilator model of the bridge system
 
@@ -384,7 +384,7 @@ def open_device(spec: str, config: AcceleratorConfig | None = None) -> Device:
         )
 
         if "spi" in fields:
-            link = SpidevLink(fields.pop("spi"), int(fields.pop("speed", "8000000")))
+            link = SpidevLink(fields.pop("spi"), int(fields.pop("speed", "1000000")))
         elif "uart" in fields:
             link = UartLink(fields.pop("uart"), int(fields.pop("baud", "1000000")))
         elif "sim" in fields:

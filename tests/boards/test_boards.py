@@ -108,3 +108,17 @@ def test_preset_configs_match_the_project_presets_where_shared():
     assert get_board("ulx3s").config.hash() == preset("small").hash()
     assert get_board("orangecrab").config.hash() == preset("tiny").hash()
     assert get_board("kv260").config.hash() == preset("large").hash()
+
+
+def test_board_top_with_the_spi_link_constrains_the_spi_pins():
+    from trilobit.boards.build import SPI_PINS, BoardTop, _platform
+
+    board = get_board("icebreaker")
+    plan = _platform(board).prepare(BoardTop(board, "spi"), name="trilobit")
+    pcf = plan.files["trilobit.pcf"]
+    pcf = pcf if isinstance(pcf, str) else pcf.decode()
+    for signal in ("spi_target_0__cs", "spi_target_0__clk", "spi_target_0__copi",
+                   "spi_target_0__cipo"):
+        assert signal in pcf
+    assert "uart_0__rx" not in pcf  # one host link per bitstream
+    assert set(SPI_PINS) == {n for n, b in BOARDS.items() if b.flow == "open"}
