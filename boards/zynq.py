@@ -35,11 +35,12 @@ _PS = {
                   config="CONFIG.PCW_USE_S_AXI_HP0 {1} CONFIG.PCW_USE_FABRIC_INTERRUPT {1} "
                          "CONFIG.PCW_IRQ_F2P_INTR {1} CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ {%g}",
                   automation="xilinx.com:bd_rule:processing_system7"),
-    "zynqmp": dict(ip="xilinx.com:ip:zynq_ultra_ps_e", cell="ps", master="M_AXI_HPM0_LPD",
+    "zynqmp": dict(ip="xilinx.com:ip:zynq_ultra_ps_e", cell="ps", master="M_AXI_HPM0_FPD",
                    hp="S_AXI_HP0_FPD", irq="pl_ps_irq0", clk="pl_clk0", reset="pl_resetn0",
+                   # GP0 = M_AXI_HPM0_FPD (0xA0000000..), S_AXI_GP2 = S_AXI_HP0_FPD.
                    config="CONFIG.PSU__USE__S_AXI_GP2 {1} CONFIG.PSU__USE__IRQ0 {1} "
-                          "CONFIG.PSU__USE__M_AXI_GP2 {1} CONFIG.PSU__USE__M_AXI_GP0 {0} "
-                          "CONFIG.PSU__USE__M_AXI_GP1 {0} "
+                          "CONFIG.PSU__USE__M_AXI_GP0 {1} CONFIG.PSU__USE__M_AXI_GP1 {0} "
+                          "CONFIG.PSU__USE__M_AXI_GP2 {0} "
                           "CONFIG.PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {%g}",
                    automation="xilinx.com:bd_rule:zynq_ultra_ps_e"),
 }
