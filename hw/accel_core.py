@@ -20,9 +20,10 @@ Ports (flat, so the Verilog and the C++ harness see plain names):
   one cycle after ``stb``.
 * ``irq``: high while IRQ pending and enabled (a run finished, in DONE or ERROR).
 
-Not implemented yet: AXI4/AXI4-Lite adapters. The GEMM datapath is one multiply-accumulate
-per cycle (it computes exactly what the ISA defines for every engine/format pairing; the
-table-lookup and bit-serial engines are not wired in).
+The GEMM datapath multiplies one INP line per cycle: ``line`` lanes (4, 8 or 16 multiply-
+accumulates per cycle), for every engine/format pairing exactly as the ISA defines it. The
+table-lookup and bit-serial engines (``hw/tlmm*.py``, ``hw/bitserial*.py``) are not wired in
+yet. AXI4 / AXI4-Lite: :mod:`trilobit.hw.accel_axi` wraps this core.
 """
 
 from __future__ import annotations
@@ -432,10 +433,8 @@ class AcceleratorCore(wiring.Component):
         g_inp = Signal(16)
         # stage-1 registers
         s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
-        s1_a_sel = Signal(max(lb, 1))
+        s1_gt = Signal(16)  # first input channel of the lanes in stage 1
         s1_w_sel = Signal(max(lb, 1))
-        s1_w_bit = Signal(3)
-        s1_m_sel = Signal(max(lb, 1))
         s1_acc_sel = Signal(max(eb, 1))
         s1_acc_line = Signal(16)
         s1_acc_entry = Signal(17)
@@ -472,47 +471,59 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += [inp_r.en.eq(1), wgt_r.en.eq(1), wgt_m.en.eq(1), acc_r.en.eq(1),
                      param_r.en.eq(1), out_r.en.eq(1)]
 
-        # Weight value decode (stage 1 of GEMM)
-        a_byte = inp_r.data.word_select(s1_a_sel, 8).as_signed() if lb else inp_r.data[:8]
-        w_byte = wgt_r.data.word_select(s1_w_sel, 8)
-        w_code = Signal(8)
-        m.d.comb += w_code.eq(w_byte >> s1_w_bit)
-        meta_type = Signal(2)
-        meta_scale = Signal(8)
-        meta_word = wgt_m.data.word_select(s1_m_sel >> 1, 16)
-        with m.If(g_meta):
-            m.d.comb += [meta_type.eq(meta_word[0:2]), meta_scale.eq(meta_word[8:16])]
-        with m.Else():
-            m.d.comb += [meta_type.eq(0), meta_scale.eq(1)]
-        w_value = Signal(signed(8))
+        # GEMM stage 1: ``line`` lanes, one activation byte of the INP line each, with the
+        # weights of the same ``line`` input channels (one WGT line holds them for every slot
+        # width) and their group metadata (one metadata line holds every group they touch).
+        lanes = line
         fp_tables = {}
         for bits in (3, 4):
             fp_tables[bits] = Array(
                 Array(Const(int(v), signed(8)) for v in get_dtype(name).values)
                 for name in BITMOD_CANDIDATES[bits]
             )
-        with m.Switch(g_fmt):
-            with m.Case(WeightEncoding.INT8):
-                m.d.comb += w_value.eq(w_code[:8].as_signed())
-            with m.Case(WeightEncoding.INT6):
-                m.d.comb += w_value.eq(w_code[:6].as_signed())
-            with m.Case(WeightEncoding.INT4):
-                m.d.comb += w_value.eq(w_code[:4].as_signed())
-            with m.Case(WeightEncoding.INT3):
-                m.d.comb += w_value.eq(w_code[:3].as_signed())
-            with m.Case(WeightEncoding.INT2):
-                m.d.comb += w_value.eq(w_code[:2].as_signed())
-            with m.Case(WeightEncoding.TERNARY):
-                # Code 0b10 is reserved and counts as 0.
-                m.d.comb += w_value.eq(Mux(w_code[:2] == 2, 0, w_code[:2].as_signed()))
-            with m.Case(WeightEncoding.FP4):
-                m.d.comb += w_value.eq(fp_tables[4][meta_type][w_code[:4]])
-            with m.Case(WeightEncoding.FP3):
-                m.d.comb += w_value.eq(fp_tables[3][meta_type][w_code[:3]])
-        product = Signal(signed(32))
-        m.d.comb += product.eq(a_byte * w_value * meta_scale.as_signed().as_unsigned())
+        w_chunk = Signal(width)
+        m.d.comb += w_chunk.eq(wgt_r.data >> (s1_w_sel << 3))
+        lane_products = []
+        for lane in range(lanes):
+            a_lane = inp_r.data[8 * lane : 8 * lane + 8].as_signed()
+            code = Signal(8, name=f"w_code_{lane}")
+            with m.Switch(g_fmt):
+                for fmt in WeightEncoding:
+                    with m.Case(int(fmt)):
+                        b = fmt.slot_bits
+                        m.d.comb += code.eq(w_chunk[b * lane : b * lane + b])
+            meta_sel = Signal(max(lb - 1, 1), name=f"meta_sel_{lane}")
+            m.d.comb += meta_sel.eq(((s1_gt + lane) >> lgs) & ((line >> 1) - 1))
+            meta_word = wgt_m.data.word_select(meta_sel, 16)
+            type_id = Mux(g_meta, meta_word[0:2], 0)
+            scale = Mux(g_meta, meta_word[8:16], 1)
+            value = Signal(signed(8), name=f"w_value_{lane}")
+            with m.Switch(g_fmt):
+                with m.Case(WeightEncoding.INT8):
+                    m.d.comb += value.eq(code[:8].as_signed())
+                with m.Case(WeightEncoding.INT6):
+                    m.d.comb += value.eq(code[:6].as_signed())
+                with m.Case(WeightEncoding.INT4):
+                    m.d.comb += value.eq(code[:4].as_signed())
+                with m.Case(WeightEncoding.INT3):
+                    m.d.comb += value.eq(code[:3].as_signed())
+                with m.Case(WeightEncoding.INT2):
+                    m.d.comb += value.eq(code[:2].as_signed())
+                with m.Case(WeightEncoding.TERNARY):
+                    # Code 0b10 is reserved and counts as 0.
+                    m.d.comb += value.eq(Mux(code[:2] == 2, 0, code[:2].as_signed()))
+                with m.Case(WeightEncoding.FP4):
+                    m.d.comb += value.eq(fp_tables[4][type_id][code[:4]])
+                with m.Case(WeightEncoding.FP3):
+                    m.d.comb += value.eq(fp_tables[3][type_id][code[:3]])
+            product = Signal(signed(26), name=f"product_{lane}")
+            in_range = s1_gt + lane < g_k
+            m.d.comb += product.eq(Mux(in_range, a_lane * value * scale, 0))
+            lane_products.append(product)
+        lane_sum = Signal(signed(32))
+        m.d.comb += lane_sum.eq(sum(lane_products))
         sum_now = Signal(signed(32))
-        m.d.comb += sum_now.eq(Mux(s1_first, 0, gsum) + product)
+        m.d.comb += sum_now.eq(Mux(s1_first, 0, gsum) + lane_sum)
         acc_entry_now = acc_r.data.word_select(s1_acc_sel, 32).as_signed() if eb else \
             acc_r.data[:32].as_signed()
         old_now = Mux(s1_first, acc_entry_now, gold)
@@ -910,7 +921,7 @@ class AcceleratorCore(wiring.Component):
             with m.State("GEMM"):
                 m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
                 m.d.comb += gemm_issue.eq(1)
-                last_t = gt == g_k - 1
+                last_t = gt + line >= g_k
                 last_j = gj == g_n - 1
                 last_i = gi == g_m - 1
                 with m.If(last_t):
@@ -922,7 +933,7 @@ class AcceleratorCore(wiring.Component):
                         with m.If(last_i):
                             m.next = "DRAIN"
                 with m.Else():
-                    m.d.sync += gt.eq(gt + 1)
+                    m.d.sync += gt.eq(gt + line)
                 abort_on_watchdog()
 
             with m.State("POST"):
@@ -963,11 +974,9 @@ class AcceleratorCore(wiring.Component):
         m.d.sync += [
             s1_valid.eq(gemm_issue),
             s1_first.eq(gt == 0),
-            s1_last.eq(gt == g_k - 1),
-            s1_a_sel.eq(gt[:lb]),
+            s1_last.eq(gt + line >= g_k),
+            s1_gt.eq(gt),
             s1_w_sel.eq(slot_bit[3 : 3 + lb]),
-            s1_w_bit.eq(slot_bit[:3]),
-            s1_m_sel.eq(meta_byte[:lb]),
             s1_acc_sel.eq(acc_ptr[:eb] if eb else 0),
             s1_acc_line.eq(acc_ptr >> eb),
             s1_acc_entry.eq(acc_ptr),
