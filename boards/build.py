@@ -60,12 +60,14 @@ class BoardTop(Elaboratable):
         from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor
 
         m = Module()
+        if self.board.pll is not None:
+            _ecp5_pll(m, platform, self.board)
         # The UP5K's 15 KiB of block RAM go to the accelerator's buffers; the shared memory
         # takes two of its SPRAM blocks.
         spram = self.board.family == "ice40"
         m.submodules.soc = soc = BridgeSoC(self.board.config, self.board.memory_bytes, spram)
         if self.link == "uart":
-            divisor = uart_divisor(platform.default_clk_frequency, UART_BAUD)
+            divisor = uart_divisor(self.board.clock_hz, UART_BAUD)
             uart = platform.request("uart", 0, dir="-")
             m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
             m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
@@ -97,6 +99,46 @@ class BoardTop(Elaboratable):
             m.submodules.led = led_buffer = io.Buffer("o", led)
             m.d.comb += led_buffer.o.eq(soc.irq)
         return m
+
+
+def _ecp5_pll(m: Module, platform, board: BoardPreset) -> None:
+    """Drive the ``sync`` domain from an ECP5 PLL (``EHXPLLL``) at ``board.clock_hz``.
+
+    ``board.pll`` = (CLKI_DIV, CLKFB_DIV, CLKOP_DIV): out = in * CLKFB_DIV / CLKI_DIV, with
+    the VCO (out * CLKOP_DIV) in 400..800 MHz and the phase detector (in / CLKI_DIV) at
+    least 3.125 MHz. The core's long combinational paths (post-processing) set its Fmax
+    well below the boards' oscillators, so it runs from a slower PLL clock.
+    """
+    from amaranth import ClockDomain, ClockSignal, Instance, Signal
+    from amaranth.lib import io
+    from amaranth.lib.cdc import ResetSynchronizer
+
+    clki_div, clkfb_div, clkop_div = board.pll
+    f_in = platform.default_clk_frequency
+    f_out = f_in * clkfb_div / clki_div
+    assert abs(f_out - board.clock_hz) < 1, (f_out, board.clock_hz)
+    assert 400e6 <= f_out * clkop_div <= 800e6 and f_in / clki_div >= 3.125e6
+    clock_in = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
+    m.submodules.clock_in = clock_in
+    m.domains.sync = ClockDomain("sync")
+    locked = Signal()
+    pll_clock = Signal()  # a plain signal: clock constraints cannot name a ClockSignal
+    m.submodules.pll = Instance(
+        "EHXPLLL",
+        a_FREQUENCY_PIN_CLKI=f"{f_in / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{f_out / 1e6:g}",
+        a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+        a_MFG_GMCREF_SEL="2",
+        p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+        p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_CLKOP_ENABLE="ENABLED",
+        p_CLKI_DIV=clki_div, p_CLKFB_DIV=clkfb_div, p_CLKOP_DIV=clkop_div,
+        p_CLKOP_CPHASE=clkop_div // 2 - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+        i_RST=0, i_STDBY=0, i_CLKI=clock_in.i, i_CLKFB=pll_clock,
+        i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0, i_PHASELOADREG=0,
+        i_PLLWAKESYNC=0, i_ENCLKOP=0,
+        o_CLKOP=pll_clock, o_LOCK=locked)
+    m.d.comb += ClockSignal("sync").eq(pll_clock)
+    platform.add_clock_constraint(pll_clock, f_out)
+    m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
 
 def _platform(board: BoardPreset):
@@ -162,7 +204,9 @@ def build_open(board: BoardPreset, out: Path,
                             nextpnr_opts="--report report.json --timing-allow-fail")
     plan.extract(out)
     step("synthesis, place and route, packing (yosys, nextpnr; minutes)")
-    env = {**os.environ, **yowasp_env()}
+    # DFU_SUFFIX: the OrangeCrab's script tags the bitstream for its DFU loader; not needed
+    # for the .bit file itself.
+    env = {**os.environ, **yowasp_env(), "DFU_SUFFIX": "true"}
     done = subprocess.run(["sh", f"build_{TOP_NAME}.sh"], cwd=out, env=env,
                           capture_output=True, text=True)
     (out / "build.log").write_text(done.stdout + done.stderr)

@@ -4,16 +4,19 @@
 board          FPGA                   flow    host link / memory                        clock
 =============  =====================  ======  =======================================  ========
 icebreaker     iCE40 UP5K             open    UART (FTDI) bridge, on-chip 64 KiB SPRAM  12 MHz
-ulx3s          ECP5 LFE5U-85F         open    UART (FTDI) bridge, on-chip 256 KiB BRAM  25 MHz
-orangecrab     ECP5 LFE5U-25F         open    UART bridge on header pins, 32 KiB BRAM   48 MHz
-pynq-z2        Zynq-7020              vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 100 MHz
-kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 200 MHz
+ulx3s          ECP5 LFE5U-85F         open    UART (FTDI) bridge, on-chip 256 KiB BRAM  5 MHz
+orangecrab     ECP5 LFE5U-25F         open    UART bridge on header pins, 32 KiB BRAM   8 MHz
+pynq-z2        Zynq-7020              vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 20 MHz
+kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 40 MHz
 =============  =====================  ======  =======================================  ========
 
-The open-flow boards have no CPU: the host (a PC on the board's USB serial port, or a
-Raspberry Pi) reaches the accelerator through the bridge (:mod:`trilobit.hw.bridge_soc`),
-and programs live in on-chip memory, ``memory_bytes`` of it. Measured resources and Fmax
-are in docs/boards.md (``python bench/bench_boards.py``).
+The ECP5 boards run the accelerator from a PLL below its measured Fmax (11 MHz on the
+OrangeCrab for ``tiny``), not from the board oscillator. The Zynq clocks are that Fmax
+scaled by the usual speed ratio of the families (unmeasured: check Vivado's timing
+report). The open-flow boards have no CPU: the host (a PC on the board's USB serial port,
+or a Raspberry Pi) reaches the accelerator through the bridge
+(:mod:`trilobit.hw.bridge_soc`), and programs live in on-chip memory, ``memory_bytes`` of
+it. Measured resources and Fmax are in docs/boards.md (``python bench/bench_boards.py``).
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ class BoardPreset:
         part: the FPGA part (Vivado part for the Zynq boards).
         config: the accelerator.
         memory_bytes: on-chip memory behind the bridge (open flow), bytes; 0 on Zynq.
-        clock_hz: the accelerator's clock, Hz (the board oscillator on the open flow).
+        clock_hz: the accelerator's clock, Hz.
         link: host link: ``"uart"`` or ``"axi"``.
+        pll: ECP5 PLL dividers (CLKI_DIV, CLKFB_DIV, CLKOP_DIV) that make ``clock_hz`` from
+            the board oscillator, or None to run from the oscillator.
     """
 
     name: str
@@ -54,6 +59,7 @@ class BoardPreset:
     memory_bytes: int
     clock_hz: float
     link: str
+    pll: tuple[int, int, int] | None = None
 
     def make_platform(self):
         """An instance of the amaranth-boards platform (open flow only)."""
@@ -84,17 +90,17 @@ BOARDS: dict[str, BoardPreset] = {
     "ulx3s": BoardPreset(
         "ulx3s", "ULX3S (Lattice ECP5 LFE5U-85F)", "open", "ecp5",
         "amaranth_boards.ulx3s:ULX3S_85F_Platform", "LFE5U-85F-6BG381C",
-        PRESETS["small"].replace(name="ulx3s"), 1 << 18, 25e6, "uart"),
+        PRESETS["small"].replace(name="ulx3s"), 1 << 18, 5e6, "uart", (5, 1, 120)),
     "orangecrab": BoardPreset(
         "orangecrab", "OrangeCrab r0.2 (Lattice ECP5 LFE5U-25F)", "open", "ecp5",
         "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "LFE5U-25F-8MG285C",
-        PRESETS["tiny"].replace(name="orangecrab"), 1 << 15, 48e6, "uart"),
+        PRESETS["tiny"].replace(name="orangecrab"), 1 << 15, 8e6, "uart", (6, 1, 75)),
     "pynq-z2": BoardPreset(
         "pynq-z2", "PYNQ-Z2 (AMD Zynq-7020)", "vivado", "zynq7", "", "xc7z020clg400-1",
-        PRESETS["small"].replace(name="pynq-z2", bus="axi4"), 0, 100e6, "axi"),
+        PRESETS["small"].replace(name="pynq-z2", bus="axi4"), 0, 20e6, "axi"),
     "kv260": BoardPreset(
         "kv260", "Kria KV260 (AMD Zynq UltraScale+ K26)", "vivado", "zynqmp", "",
-        "xck26-sfvc784-2LV-c", PRESETS["large"].replace(name="kv260"), 0, 200e6, "axi"),
+        "xck26-sfvc784-2LV-c", PRESETS["large"].replace(name="kv260"), 0, 40e6, "axi"),
 }
 
 
