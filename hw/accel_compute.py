@@ -1,0 +1,613 @@
+"""GEMM execution units: the table-lookup and bit-serial engines fed from the on-chip buffers.
+
+Each unit executes one GEMM instruction (``docs/isa.md``) on its engine: it reads
+activations from INP and packed weights (and, for the bit-serial engine, group metadata) from
+WGT, turns them into the engine's streams on the fly and adds the engine's results into ACC
+with the ISA's ``accumulate`` rule, modulo 2**32. The engines are instantiated unchanged:
+:class:`trilobit.hw.tlmm.TlmmEngine` and :class:`trilobit.hw.bitserial.BitSerialEngine`.
+
+Interface (both units)
+----------------------
+``tile`` (stream, :data:`GEMM_TILE` payload): one beat per GEMM instruction - its fields
+    plus the row strides in lines that the dispatcher already computed (``a_row``: INP lines
+    per activation row, ``w_row``: WGT lines per output channel, ``m_row``: WGT lines per
+    channel's metadata).
+``busy``: high from the cycle after ``tile`` is accepted until the cycle after the last ACC
+    write of that instruction; ``tile.ready`` is ``~busy``.
+Buffer ports, each a synchronous read port of the core's buffer with one cycle of latency
+(``*_data`` is the line at the address driven in the previous cycle; a unit may drive its
+addresses at any time, the core only routes them while the unit is busy):
+    ``inp_addr``/``inp_data`` (INP), ``wgt_addr``/``wgt_data`` (WGT),
+    ``meta_addr``/``meta_data`` (WGT, bit-serial metadata), ``acc_raddr``/``acc_rdata`` (ACC)
+    and the ACC write port ``acc_waddr``/``acc_wdata``/``acc_wen`` (one enable per int32 entry
+    of the line; every entry of ``acc_wdata`` carries the same value).
+
+How the table-lookup unit feeds :class:`TlmmEngine` (rows ``R``, units ``P``, group ``G``)
+------------------------------------------------------------------------------------------
+Output channels go in blocks of ``R``, one engine command per (activation row, block). The
+reduction runs in *segments* of one INP line (``line`` activations). A segment is split into
+``ceil(line / (G*P))`` activation beats; positions past the line and past ``k`` carry a zero
+activation (and a zero weight), so any ``k`` works and no group straddles a buffer line.
+For each WGT line of the ``R`` channels (one read per channel into a staging register) the
+unit then emits every segment that line holds (4 for 2-bit slots, 2 for 4-bit slots).
+Weight beats are built combinationally from the staged lines: each group of ``G`` slots
+becomes one ternary code per weight and bit plane (TERNARY: the slot itself; INT2/INT4:
+bit ``j`` of the code as +1, the sign bit as -1, ``trilobit.sim.golden_tlmm.weight_planes``),
+and a lookup table generated at elaboration time from
+:func:`trilobit.packing.ternary_group_index` turns the ``G`` codes into the engine's
+``(magnitude, sign)`` group index.
+
+How the bit-serial unit feeds :class:`BitSerialEngine` (``lanes`` W, ``rows`` C)
+----------------------------------------------------------------------------------
+Output channels go in blocks of ``C`` engine columns (one activation vector per job). Per
+group of ``group_size`` input channels the unit reads the ``C`` channels' metadata bytes
+(``type_id``, ``scale``; without ``meta``: 0 and 1) and sends one ``meta`` beat, then the
+group's ``group_size / W`` chunks: ``W`` activations of one INP line and, per column, ``W``
+codes of the staged WGT line (re-staged when a chunk enters a new line), masked to the
+format's code bits. A partial last group is completed with zero activations.
+
+Timing (cycles; ``line`` bytes per buffer line)
+-----------------------------------------------
+Staging reads ``R`` (or ``C``) lines one per cycle. Buffer bandwidth bounds both units: one
+WGT line per cycle per channel block. The measured utilisation is in ``docs/accelerator.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from trilobit.hw.bitserial import BitSerialEngine
+from trilobit.hw.bitserial import BitSerialParams as EngineBitSerialParams
+from trilobit.hw.bitserial_format import WeightFormat
+from trilobit.hw.tlmm import TlmmEngine
+from trilobit.hw.tlmm import TlmmParams as EngineTlmmParams
+
+from trilobit.config import AcceleratorConfig
+from trilobit.errors import ConfigError
+from trilobit.isa import WeightEncoding
+from trilobit.packing import ternary_group_index
+
+__all__ = [
+    "GEMM_TILE",
+    "TlmmGemmUnit",
+    "BitSerialGemmUnit",
+    "tlmm_engine_params",
+    "bitserial_engine_params",
+    "ternary_code_value",
+    "group_index_lut",
+]
+
+#: Largest ISA ``k`` (16-bit field).
+MAX_K = (1 << 16) - 1
+#: Activation width of both engines, bits (INP holds int8).
+ACT_BITS = 8
+#: Width of the integer group scale in the metadata, bits.
+SCALE_BITS = 8
+
+#: One GEMM instruction as the compute units take it (field widths as in ``trilobit.isa``).
+GEMM_TILE = data.StructLayout({
+    "m": unsigned(8),
+    "n": unsigned(12),
+    "k": unsigned(16),
+    "wfmt": unsigned(4),
+    "accumulate": unsigned(1),
+    "meta": unsigned(1),
+    "inp": unsigned(16),
+    "wgt": unsigned(16),
+    "meta_line": unsigned(16),
+    "acc": unsigned(17),
+    "a_row": unsigned(14),
+    "w_row": unsigned(17),
+    "m_row": unsigned(17),
+})
+
+#: ISA weight encodings -> bit-serial engine formats (same names).
+BITSERIAL_FORMAT = {enc: WeightFormat[enc.name] for enc in WeightEncoding
+                    if enc.name in WeightFormat.__members__}
+
+
+def _log2(x: int) -> int:
+    if x < 1 or x & (x - 1):
+        raise ConfigError(f"expected a power of two, got {x}")
+    return x.bit_length() - 1
+
+
+def ternary_code_value(code: int) -> int:
+    """Weight value of a 2-bit TERNARY slot (docs/isa.md): 0 -> 0, 1 -> +1, 3 -> -1, 2 -> 0."""
+    value = code - 4 if code & 2 else code  # INT2 two's complement
+    return 0 if value == -2 else value  # the reserved code counts as 0
+
+
+def group_index_lut(group_size: int) -> list[tuple[int, int]]:
+    """``(magnitude, sign)`` for every concatenation of ``group_size`` 2-bit ternary codes.
+
+    Entry ``sum_g code_g << 2g`` (code of weight ``g`` in bits ``2g+1..2g``, weight 0 the
+    most significant trit) is :func:`trilobit.packing.ternary_group_index` of the weights
+    the codes stand for.
+    """
+    entries = []
+    for word in range(1 << (2 * group_size)):
+        w = np.array([[ternary_code_value((word >> (2 * g)) & 3) for g in range(group_size)]])
+        magnitude, sign = ternary_group_index(w, group_size)
+        entries.append((int(magnitude[0, 0]), int(sign[0, 0])))
+    return entries
+
+
+def tlmm_engine_params(config: AcceleratorConfig) -> EngineTlmmParams:
+    """Engine parameters of the accelerator's table-lookup unit.
+
+    ``max_k`` covers the longest padded reduction of a 16-bit ``k`` (whole segments of
+    ``ceil(line / (G*P))`` beats), so the engine's accumulator is exact for every instruction.
+    """
+    t = config.tlmm
+    line = config.line_bytes
+    per_beat = t.group_size * t.units
+    beats_per_segment = -(-line // per_beat)
+    segments = -(-MAX_K // line)
+    return EngineTlmmParams(group_size=t.group_size, rows=t.rows, units=t.units,
+                            act_bits=ACT_BITS, max_k=segments * beats_per_segment * per_beat,
+                            max_planes=4)
+
+
+def bitserial_engine_params(config: AcceleratorConfig) -> EngineBitSerialParams:
+    """Engine parameters of the accelerator's bit-serial unit: one activation vector,
+    ``config.bitserial.rows`` output columns, ``lanes`` input channels per chunk."""
+    b = config.bitserial
+    if config.line_bytes % b.lanes:
+        raise ConfigError(
+            f"bitserial.lanes must divide the line ({config.line_bytes} bytes), got {b.lanes}"
+        )
+    return EngineBitSerialParams(width=b.lanes, rows=1, columns=b.rows,
+                                 bits_per_cycle=b.bits_per_cycle, group_size=b.group_size,
+                                 act_bits=ACT_BITS, scale_bits=SCALE_BITS,
+                                 max_groups=-(-MAX_K // b.group_size))
+
+
+def unit_signature(width: int) -> dict:
+    """Ports shared by both GEMM units for ``width``-bit buffer lines."""
+    return {
+        "tile": In(stream.Signature(GEMM_TILE)),
+        "busy": Out(1),
+        "inp_addr": Out(17),
+        "inp_data": In(width),
+        "wgt_addr": Out(17),
+        "wgt_data": In(width),
+        "meta_addr": Out(17),
+        "meta_data": In(width),
+        "acc_raddr": Out(17),
+        "acc_rdata": In(width),
+        "acc_waddr": Out(17),
+        "acc_wdata": Out(width),
+        "acc_wen": Out(width // 32),
+    }
+
+
+class _AccWriter:
+    """Adds an engine's result blocks into ACC, one int32 entry per cycle (read, then write).
+
+    Blocks arrive in instruction order (activation row major, channel blocks of ``block``);
+    entries past ``n`` are dropped. ``ACC[acc + i*n + j] = (accumulate ? ACC : 0) + value``
+    modulo 2**32 (the low 32 bits of the exact engine result).
+    """
+
+    def __init__(self, m: Module, unit, out: stream.Interface, block: int, value_of, line: int):
+        self.m, self.unit, self.out, self.block = m, unit, out, block
+        self.value_of = value_of  # (latched payload, index) -> signed value
+        self.eb = _log2(line // 4)
+
+    def elaborate(self, tile, start, first_entry) -> tuple[Signal, Signal]:
+        """Add the writer; ``start`` pulses in the cycle ``tile`` is latched, with the
+        instruction's first ACC entry on ``first_entry``. Returns ``pending`` (high until the
+        last entry has been read) and the write strobe."""
+        m, u, block, eb = self.m, self.unit, self.block, self.eb
+        pending = Signal()
+        held = Signal.like(self.out.payload)
+        j0 = Signal(13)
+        i = Signal(8)
+        ptr = Signal(17)
+        index = Signal(range(block + 1))
+        count = Signal(range(block + 1))
+        busy = Signal()
+        # write stage: one cycle after the read of the same entry
+        w_valid = Signal()
+        w_sel = Signal(max(eb, 1))
+        w_line = Signal(17)
+        w_value = Signal(32)
+
+        with m.If(start):
+            m.d.sync += [pending.eq(1), ptr.eq(first_entry), j0.eq(0), i.eq(0)]
+
+        m.d.comb += self.out.ready.eq(pending & ~busy)
+        with m.If(self.out.valid & self.out.ready):
+            remaining = tile.n - j0
+            m.d.sync += [held.eq(self.out.payload), busy.eq(1), index.eq(0),
+                         count.eq(Mux(remaining < block, remaining, block))]
+        values = [self.value_of(held, r) for r in range(block)]
+        current = Signal(signed(32))
+        with m.Switch(index):
+            for r in range(block):
+                with m.Case(r):
+                    m.d.comb += current.eq(values[r])  # sign-extends or wraps to 32 bits
+        m.d.comb += u.acc_raddr.eq(ptr >> eb)
+        m.d.sync += w_valid.eq(0)
+        with m.If(busy):
+            m.d.sync += [w_valid.eq(1), w_sel.eq(ptr[:eb] if eb else 0), w_line.eq(ptr >> eb),
+                         w_value.eq(current), ptr.eq(ptr + 1), index.eq(index + 1)]
+            with m.If(index + 1 == count):
+                m.d.sync += [busy.eq(0), j0.eq(j0 + block)]
+                with m.If(j0 + block >= tile.n):
+                    m.d.sync += [j0.eq(0), i.eq(i + 1)]
+                    with m.If(i + 1 == tile.m):
+                        m.d.sync += pending.eq(0)
+        old = u.acc_rdata.word_select(w_sel, 32) if eb else u.acc_rdata[:32]
+        with m.If(w_valid):
+            m.d.comb += [
+                u.acc_waddr.eq(w_line),
+                u.acc_wdata.eq((Mux(tile.accumulate, old, 0) + w_value)[:32]
+                               .replicate(len(u.acc_wdata) // 32)),
+                u.acc_wen.eq(Const(1, len(u.acc_wen)) << w_sel),
+            ]
+        return pending, w_valid
+
+
+class TlmmGemmUnit(wiring.Component):
+    """GEMM with TERNARY, INT2 or INT4 weights on the table-lookup engine (module docstring)."""
+
+    def __init__(self, config: AcceleratorConfig):
+        if config.tlmm is None:
+            raise ConfigError("config.tlmm is None: the table-lookup unit needs the engine")
+        self.config = config
+        self.line = config.line_bytes
+        self.engine_params = tlmm_engine_params(config)
+        super().__init__(unit_signature(config.mem_width))
+
+    def elaborate(self, platform) -> Module:  # noqa: C901 - one sequencer, narrated
+        m = Module()
+        p, line, width = self.engine_params, self.line, self.config.mem_width
+        lb = _log2(line)
+        G, R, P = p.group_size, p.rows, p.units
+        per_beat = G * P
+        bps = -(-line // per_beat)  # activation beats per segment (INP line)
+        m.submodules.engine = engine = TlmmEngine(p)
+
+        tile = Signal(GEMM_TILE)
+        start = Signal()
+        m.d.comb += [self.tile.ready.eq(~self.busy), start.eq(self.tile.valid & self.tile.ready)]
+        with m.If(start):
+            m.d.sync += tile.eq(self.tile.payload)
+
+        # Per-instruction constants.
+        n_seg = Signal(16)  # segments (INP lines) per activation row
+        planes = Signal(3)
+        slot4 = Signal()  # 4-bit slots (INT4) instead of 2-bit ones
+        m.d.comb += [
+            n_seg.eq((tile.k + line - 1) >> lb),
+            slot4.eq(tile.wfmt == WeightEncoding.INT4),
+            planes.eq(Mux(tile.wfmt == WeightEncoding.INT4, 4,
+                          Mux(tile.wfmt == WeightEncoding.INT2, 2, 1))),
+        ]
+
+        # Sequencer registers.
+        i = Signal(8)
+        j0 = Signal(13)
+        a_base = Signal(17)  # INP line of activation row i
+        w_blk = Signal(17)  # WGT line of channel j0's weights
+        seg = Signal(16)  # segment within the activation row
+        s = Signal(2)  # segment within the staged WGT line
+        wl = Signal(17)  # staged WGT line within each channel's row
+        rem = Signal(signed(18))  # k - seg * line: positions of this segment below k
+        fill = Signal(range(R + 1))
+        fill_ptr = Signal(17)
+        stage = [Signal(width, name=f"stage_{r}") for r in range(R)]
+        act_beat = Signal(range(bps + 1))
+        w_beat = Signal(range(bps + 1))
+        plane = Signal(3)
+
+        # INP always reads the current segment: data is valid one cycle after ``seg`` settles.
+        m.d.comb += [self.inp_addr.eq(a_base + seg), self.wgt_addr.eq(fill_ptr)]
+
+        # -- activation beats: bytes of the INP line, zero past the line and past k ---------
+        act_payload = Signal.like(engine.act.payload)
+        with m.Switch(act_beat):
+            for b in range(bps):
+                with m.Case(b):
+                    for e in range(per_beat):
+                        pos = b * per_beat + e
+                        if pos < line:
+                            byte = self.inp_data[8 * pos: 8 * pos + 8].as_signed()
+                            m.d.comb += act_payload[e].eq(Mux(rem > pos, byte, 0))
+        m.d.comb += engine.act.payload.eq(act_payload)
+
+        # -- weight beats: G slots per (row, unit) -> plane codes -> group index -----------
+        lut = group_index_lut(G)
+        last_plane = plane + 1 == planes
+        w_payload = Signal.like(engine.weights.payload)
+        for r in range(R):
+            # this segment's slots of channel j0 + r
+            seg_bits = Signal(4 * line, name=f"seg_bits_{r}")
+            with m.If(slot4):
+                m.d.comb += seg_bits.eq(stage[r].word_select(s[0], 4 * line))
+            with m.Else():
+                m.d.comb += seg_bits.eq(stage[r].word_select(s, 2 * line))
+            for u in range(P):
+                codes = []
+                for g in range(G):
+                    raw = Signal(4, name=f"slot_{r}_{u}_{g}")
+                    with m.Switch(w_beat):
+                        for b in range(bps):
+                            with m.Case(b):
+                                pos = b * per_beat + u * G + g
+                                if pos < line:
+                                    m.d.comb += raw.eq(Mux(slot4, seg_bits[4 * pos: 4 * pos + 4],
+                                                           seg_bits[2 * pos: 2 * pos + 2]))
+                    # one ternary code per weight and plane (TERNARY: the slot itself)
+                    bit = raw.bit_select(plane, 1)
+                    code = Signal(2, name=f"code_{r}_{u}_{g}")
+                    m.d.comb += code.eq(Mux(tile.wfmt == WeightEncoding.TERNARY, raw[:2],
+                                            Mux(bit, Mux(last_plane, 3, 1), 0)))
+                    codes.append(code)
+                index = w_payload[r * P + u]
+                with m.Switch(Cat(*codes)):
+                    for word, (magnitude, sign) in enumerate(lut):
+                        if magnitude or sign:
+                            with m.Case(word):
+                                m.d.comb += [index.magnitude.eq(magnitude), index.sign.eq(sign)]
+        m.d.comb += engine.weights.payload.eq(w_payload)
+
+        # -- sequencer ------------------------------------------------------------------------
+        m.d.comb += [
+            engine.cmd.payload.beats.eq(n_seg * bps),
+            engine.cmd.payload.planes.eq(planes),
+        ]
+        seq_active = Signal()
+        with m.FSM(name="tlmm_sequencer"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [seq_active.eq(1), i.eq(0), j0.eq(0),
+                                 a_base.eq(self.tile.payload.inp),
+                                 w_blk.eq(self.tile.payload.wgt)]
+                    m.next = "BLOCK"
+
+            # one engine command per (activation row, block of R channels)
+            with m.State("BLOCK"):
+                m.d.comb += engine.cmd.valid.eq(1)
+                with m.If(engine.cmd.ready):
+                    m.d.sync += [seg.eq(0), s.eq(0), wl.eq(0), rem.eq(tile.k),
+                                 fill.eq(0), fill_ptr.eq(w_blk)]
+                    m.next = "FILL"
+
+            # stage WGT line ``wl`` of each of the R channels (data one cycle after address)
+            with m.State("FILL"):
+                m.d.sync += [fill.eq(fill + 1), fill_ptr.eq(fill_ptr + tile.w_row)]
+                with m.Switch(fill):
+                    for r in range(R):
+                        with m.Case(r + 1):
+                            m.d.sync += stage[r].eq(self.wgt_data)
+                with m.If(fill == R):
+                    m.d.sync += [act_beat.eq(0), w_beat.eq(0), plane.eq(0)]
+                    m.next = "EMIT"
+
+            # the segment's activation and weight beats; the engine orders them internally
+            with m.State("EMIT"):
+                m.d.comb += [engine.act.valid.eq(act_beat != bps),
+                             engine.weights.valid.eq(w_beat != bps)]
+                with m.If(engine.act.valid & engine.act.ready):
+                    m.d.sync += act_beat.eq(act_beat + 1)
+                with m.If(engine.weights.valid & engine.weights.ready):
+                    with m.If(last_plane):
+                        m.d.sync += [plane.eq(0), w_beat.eq(w_beat + 1)]
+                    with m.Else():
+                        m.d.sync += plane.eq(plane + 1)
+                with m.If((act_beat == bps) & (w_beat == bps)):
+                    last_s = Mux(slot4, s == 1, s == 3)
+                    m.d.sync += [seg.eq(seg + 1), rem.eq(rem - line), s.eq(s + 1),
+                                 act_beat.eq(0), w_beat.eq(0), plane.eq(0)]
+                    with m.If(seg + 1 == n_seg):
+                        # block done: next channel block, or next activation row
+                        m.d.sync += [j0.eq(j0 + R), w_blk.eq(w_blk + R * tile.w_row)]
+                        with m.If(j0 + R >= tile.n):
+                            m.d.sync += [j0.eq(0), i.eq(i + 1), a_base.eq(a_base + tile.a_row),
+                                         w_blk.eq(tile.wgt)]
+                            with m.If(i + 1 == tile.m):
+                                m.d.sync += seq_active.eq(0)
+                                m.next = "IDLE"
+                            with m.Else():
+                                m.next = "BLOCK"
+                        with m.Else():
+                            m.next = "BLOCK"
+                    with m.Elif(last_s):
+                        m.d.sync += [s.eq(0), wl.eq(wl + 1), fill.eq(0),
+                                     fill_ptr.eq(w_blk + wl + 1)]
+                        m.next = "FILL"
+                    with m.Else():
+                        m.next = "SEGMENT"
+
+            # one cycle for the next segment's INP line to arrive
+            with m.State("SEGMENT"):
+                m.next = "EMIT"
+
+        writer = _AccWriter(m, self, engine.out, R, lambda held, r: held[r], line)
+        pending, _ = writer.elaborate(tile, start, self.tile.payload.acc)
+        w_tail = Signal()
+        m.d.sync += w_tail.eq(pending)
+        m.d.comb += self.busy.eq(seq_active | pending | w_tail)
+        return m
+
+
+class BitSerialGemmUnit(wiring.Component):
+    """GEMM with INT8/6/4/3 or BitMoD FP4/FP3 weights on the bit-serial engine (module
+    docstring)."""
+
+    def __init__(self, config: AcceleratorConfig):
+        if config.bitserial is None:
+            raise ConfigError("config.bitserial is None: the bit-serial unit needs the engine")
+        self.config = config
+        self.line = config.line_bytes
+        self.engine_params = bitserial_engine_params(config)
+        super().__init__(unit_signature(config.mem_width))
+
+    def elaborate(self, platform) -> Module:  # noqa: C901 - one sequencer, narrated
+        m = Module()
+        p, line, width = self.engine_params, self.line, self.config.mem_width
+        lb = _log2(line)
+        W, C, gs = p.width, p.columns, p.group_size
+        lw, lgs = _log2(W), _log2(gs)
+        cpg = gs // W  # chunks per group
+        m.submodules.engine = engine = BitSerialEngine(p)
+
+        tile = Signal(GEMM_TILE)
+        start = Signal()
+        m.d.comb += [self.tile.ready.eq(~self.busy), start.eq(self.tile.valid & self.tile.ready)]
+        with m.If(start):
+            m.d.sync += tile.eq(self.tile.payload)
+
+        n_groups = Signal(17)
+        slot8 = Signal()  # 8-bit slots (INT8, INT6) instead of 4-bit ones
+        m.d.comb += [
+            n_groups.eq((tile.k + gs - 1) >> lgs),
+            slot8.eq((tile.wfmt == WeightEncoding.INT8) | (tile.wfmt == WeightEncoding.INT6)),
+        ]
+        fmt = Signal(3)
+        code_mask = Signal(8)
+        with m.Switch(tile.wfmt):
+            for enc, wf in BITSERIAL_FORMAT.items():
+                with m.Case(int(enc)):
+                    m.d.comb += [fmt.eq(int(wf)), code_mask.eq((1 << enc.code_bits) - 1)]
+
+        i = Signal(8)
+        j0 = Signal(13)
+        a_base = Signal(17)
+        w_blk = Signal(17)  # WGT line of channel j0's weights
+        m_blk = Signal(17)  # WGT line of channel j0's metadata
+        t = Signal(17)  # first input channel of the current chunk
+        rem = Signal(signed(18))  # k - t
+        group = Signal(17)
+        chunk = Signal(range(cpg + 1))
+        staged_wl = Signal(17)
+        staged = Signal()
+        fill = Signal(range(C + 1))
+        fill_ptr = Signal(17)
+        stage = [Signal(width, name=f"stage_{c}") for c in range(C)]
+        type_ids = [Signal(2, name=f"type_id_{c}") for c in range(C)]
+        scales = [Signal(SCALE_BITS, name=f"scale_{c}") for c in range(C)]
+
+        # WGT line (within a channel's row) holding chunk t's codes.
+        wl = Signal(17)
+        m.d.comb += wl.eq(Mux(slot8, t >> lb, t >> (lb + 1)))
+        m.d.comb += [self.inp_addr.eq(a_base + (t >> lb)), self.wgt_addr.eq(fill_ptr),
+                     self.meta_addr.eq(fill_ptr)]
+
+        # -- activation chunk: W bytes of the INP line, zero past k -------------------------
+        chunks_per_line = line // W
+        act_word = self.inp_data.word_select(t[lw:lb], 8 * W) if chunks_per_line > 1 \
+            else self.inp_data
+        for d in range(W):
+            byte = act_word[8 * d: 8 * d + 8].as_signed()
+            m.d.comb += engine.act.payload[0][d].eq(Mux(rem > d, byte, 0))
+
+        # -- weight chunk: per column W codes of the staged line, masked to the code bits ---
+        for c in range(C):
+            word8 = stage[c].word_select(t[lw:lb], 8 * W) if chunks_per_line > 1 else stage[c]
+            word4 = stage[c].word_select(t[lw:lb + 1], 4 * W)
+            for d in range(W):
+                code = Mux(slot8, word8[8 * d: 8 * d + 8], word4[4 * d: 4 * d + 4])
+                m.d.comb += engine.weights.payload[c][d].eq(code & code_mask)
+
+        # -- metadata beat ---------------------------------------------------------------------
+        m.d.comb += [engine.meta.payload.fmt.eq(fmt),
+                     engine.meta.payload.last.eq(group + 1 == n_groups)]
+        for c in range(C):
+            m.d.comb += [engine.meta.payload.cols[c].type_id.eq(type_ids[c]),
+                         engine.meta.payload.cols[c].scale.eq(scales[c])]
+        meta_word = self.meta_data.word_select(group[: max(lb - 1, 1)], 16) if lb > 1 \
+            else self.meta_data[:16]
+
+        seq_active = Signal()
+        with m.FSM(name="bitserial_sequencer"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [seq_active.eq(1), i.eq(0), j0.eq(0),
+                                 a_base.eq(self.tile.payload.inp),
+                                 w_blk.eq(self.tile.payload.wgt),
+                                 m_blk.eq(self.tile.payload.meta_line)]
+                    m.next = "BLOCK"
+
+            # a job per (activation row, block of C channels)
+            with m.State("BLOCK"):
+                m.d.sync += [t.eq(0), rem.eq(tile.k), group.eq(0), chunk.eq(0), staged.eq(0),
+                             fill.eq(0), fill_ptr.eq(m_blk)]
+                m.next = "META"
+
+            # read the group's metadata of the C channels (2 bytes each), or use 0 / 1
+            with m.State("META"):
+                with m.If(tile.meta):
+                    m.d.sync += [fill.eq(fill + 1), fill_ptr.eq(fill_ptr + tile.m_row)]
+                    with m.Switch(fill):
+                        for c in range(C):
+                            with m.Case(c + 1):
+                                m.d.sync += [type_ids[c].eq(meta_word[0:2]),
+                                             scales[c].eq(meta_word[8:16])]
+                    with m.If(fill == C):
+                        m.next = "META_SEND"
+                with m.Else():
+                    m.d.sync += [type_ids[c].eq(0) for c in range(C)]
+                    m.d.sync += [scales[c].eq(1) for c in range(C)]
+                    m.next = "META_SEND"
+
+            with m.State("META_SEND"):
+                m.d.comb += engine.meta.valid.eq(1)
+                with m.If(engine.meta.ready):
+                    m.next = "CHUNK"
+
+            # stage the chunk's WGT line if needed; also the cycle the INP line arrives in
+            with m.State("CHUNK"):
+                with m.If(~staged | (staged_wl != wl)):
+                    m.d.sync += [fill.eq(0), fill_ptr.eq(w_blk + wl), staged_wl.eq(wl),
+                                 staged.eq(1)]
+                    m.next = "FILL"
+                with m.Else():
+                    m.next = "SEND"
+
+            with m.State("FILL"):
+                m.d.sync += [fill.eq(fill + 1), fill_ptr.eq(fill_ptr + tile.w_row)]
+                with m.Switch(fill):
+                    for c in range(C):
+                        with m.Case(c + 1):
+                            m.d.sync += stage[c].eq(self.wgt_data)
+                with m.If(fill == C):
+                    m.next = "SEND"
+
+            with m.State("SEND"):
+                m.d.comb += [engine.act.valid.eq(1), engine.weights.valid.eq(1)]
+                with m.If(engine.act.ready):
+                    m.d.sync += [t.eq(t + W), rem.eq(rem - W), chunk.eq(chunk + 1)]
+                    with m.If(chunk + 1 == cpg):
+                        m.d.sync += [chunk.eq(0), group.eq(group + 1), fill.eq(0),
+                                     fill_ptr.eq(m_blk + (((group + 1) << 1) >> lb))]
+                        with m.If(group + 1 == n_groups):
+                            m.d.sync += [j0.eq(j0 + C), w_blk.eq(w_blk + C * tile.w_row),
+                                         m_blk.eq(m_blk + C * tile.m_row)]
+                            with m.If(j0 + C >= tile.n):
+                                m.d.sync += [j0.eq(0), i.eq(i + 1),
+                                             a_base.eq(a_base + tile.a_row),
+                                             w_blk.eq(tile.wgt), m_blk.eq(tile.meta_line)]
+                                with m.If(i + 1 == tile.m):
+                                    m.d.sync += seq_active.eq(0)
+                                    m.next = "IDLE"
+                                with m.Else():
+                                    m.next = "BLOCK"
+                            with m.Else():
+                                m.next = "BLOCK"
+                        with m.Else():
+                            m.next = "META"
+                    with m.Else():
+                        m.next = "CHUNK"
+
+        writer = _AccWriter(m, self, engine.out, C, lambda held, c: held[0][c], line)
+        pending, _ = writer.elaborate(tile, start, self.tile.payload.acc)
+        w_tail = Signal()
+        m.d.sync += w_tail.eq(pending)
+        m.d.comb += self.busy.eq(seq_active | pending | w_tail)
+        return m
