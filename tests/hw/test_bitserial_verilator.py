@@ -56,32 +56,33 @@ def run_streams(dut, params: BitSerialParams, jobs, tmp_path: Path, toplevel: st
 @pytest.mark.parametrize(
     "params",
     [
-        BitSerialParams(width=8, rows=2, columns=2, group_size=16, max_groups=16),
-        BitSerialParams(width=4, rows=1, columns=3, group_size=12, max_groups=8,
-                        scale_bits=5),
-        BitSerialParams(width=3, rows=3, columns=1, group_size=6, bits_per_cycle=1,
-                        max_groups=8),
+        BitSerialParams(width=4, rows=2, columns=2, group_size=8, max_groups=16),
+        BitSerialParams(width=3, rows=1, columns=3, group_size=12, max_groups=8,
+                        scale_bits=5, bits_per_cycle=1),
+        BitSerialParams(width=8, rows=1, columns=1, group_size=16, max_groups=8),
     ],
-    ids=["w8r2c2g16", "w4r1c3g12s5", "w3r3c1g6b1"],
+    ids=["w4r2c2g8", "w3r1c3g12s5b1", "w8r1c1g16"],
 )
+
+
 def test_engine_matches_golden_under_random_stalls(params, rng, tmp_path):
     run_streams(BitSerialEngine(params), params, every_case(rng, params), tmp_path,
                 "bitserial_engine")
 
 
 def test_baseline_matches_golden_under_random_stalls(rng, tmp_path):
-    params = BitSerialParams(width=8, rows=2, columns=2, group_size=16, max_groups=16)
-    jobs = [random_job(rng, 2, 2, 16, [fmt] * 3) for fmt in ("INT3", "INT4", "INT6", "INT8")]
-    jobs += [random_job(rng, 2, 2, 16, ["INT8"] * 3, extremes=e) for e in ("max", "min")]
+    params = BitSerialParams(width=4, rows=2, columns=2, group_size=8, max_groups=16)
+    jobs = [random_job(rng, 2, 2, 8, [fmt] * 3) for fmt in ("INT3", "INT4", "INT6", "INT8")]
+    jobs += [random_job(rng, 2, 2, 8, ["INT8"] * 3, extremes=e) for e in ("max", "min")]
     run_streams(BitParallelMacArray(params), params, jobs, tmp_path, "bitparallel_baseline")
 
 
 def test_engine_long_run_checked_inside_the_simulation(rng, tmp_path):
     """~10^5 cycles of mixed formats with random stalls; no Python runs per cycle."""
-    params = BitSerialParams(width=8, rows=2, columns=2, group_size=16, max_groups=16)
-    jobs = [random_job(rng, 2, 2, 16, rng.choice([int(f) for f in WeightFormat], size=8))
+    params = BitSerialParams(width=4, rows=2, columns=2, group_size=8, max_groups=16)
+    jobs = [random_job(rng, 2, 2, 8, rng.choice([int(f) for f in WeightFormat], size=8))
             for _ in range(8)]
-    jobs.append(random_job(rng, 2, 2, 16, list(WeightFormat), extremes="min"))
+    jobs.append(random_job(rng, 2, 2, 8, list(WeightFormat), extremes="min"))
     words = job_stream_words(params, jobs)
     repeats = 200
     dut = SelfCheckingEngine(params, words["meta"], words["act"], words["weights"],
@@ -89,7 +90,7 @@ def test_engine_long_run_checked_inside_the_simulation(rng, tmp_path):
     build = build_cocotb(verilog_for(dut, "bitserial_selfcheck"), "bitserial_selfcheck",
                          extra_args=BUILD_ARGS)
     report = tmp_path / "report.json"
-    ideal = repeats * sum(ideal_cycles(j.fmts, 16, 8) for j in jobs)
+    ideal = repeats * sum(ideal_cycles(j.fmts, 8, 4) for j in jobs)
     run_cocotb(build, BENCH, BENCH_DIR, testcase="bitserial_selfcheck",
                params={"outputs": repeats * len(jobs), "max_cycles": 20 * ideal,
                        "report": str(report)})
