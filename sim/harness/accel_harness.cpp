@@ -62,8 +62,8 @@ struct Harness {
 #endif
 #endif
     void tick() {
-        // Inputs were set while clk is low: settle them, then the rising and falling edges.
-        top->eval();
+        // Inputs were set while clk is low; Verilator settles logic fed by changed inputs
+        // before it runs the clock edge of the same eval, so two evals make a cycle.
         top->clk = 1;
         top->eval();
 #if VM_TRACE
