@@ -60,7 +60,9 @@ from trilobit.hw.bitserial_format import (
 
 from trilobit.errors import ConfigError
 
-__all__ = ["BitSerialParams", "BitSerialEngine", "engine_signature", "adder_tree"]
+__all__ = [
+    "BitSerialParams", "BitSerialEngine", "BitSerialTermDecoder", "engine_signature", "adder_tree",
+]
 
 #: Storage slot of one weight code in a weight beat, bits.
 CODE_SLOT_BITS = 8
@@ -242,7 +244,7 @@ def adder_tree(m: Module, values: list, name: str) -> Value:
     return values[0]
 
 
-class _TermDecoder(wiring.Component):
+class BitSerialTermDecoder(wiring.Component):
     """Decodes one weight code into this cycle's term: ``sign * (1 << lane_shift)``.
 
     Combinational. ``step`` is the cycle within the chunk; ``fmt`` and ``type_id`` come from
@@ -460,7 +462,7 @@ class BitSerialEngine(wiring.Component):
         for c in range(C):
             col = []
             for d in range(D):
-                dec = _TermDecoder(p.bits_per_cycle, step_bits, lane_shift_bits)
+                dec = BitSerialTermDecoder(p.bits_per_cycle, step_bits, lane_shift_bits)
                 m.submodules[f"decode_{c}_{d}"] = dec
                 m.d.comb += [
                     dec.code.eq(x_code[c][d]),

@@ -149,3 +149,17 @@ def test_baseline_under_stalls_and_extremes(rng):
 def test_params_reject_bad_values_naming_the_parameter(kwargs, name):
     with pytest.raises(ConfigError, match=name):
         BitSerialParams(**kwargs)
+
+
+@pytest.mark.parametrize("extremes", ["min", "max"])
+def test_engine_maximal_k_extremes_fit_the_accumulator(extremes, rng):
+    """max_groups full groups of the largest products at the largest scale: the
+    accumulator must hold the exact sum (no wrap-around)."""
+    params = BitSerialParams(width=8, rows=1, columns=2, group_size=64, max_groups=4)
+    job = random_job(rng, 1, 2, 64, ["INT8"] * params.max_groups, extremes=extremes)
+    (out,), _ = run_engine(BitSerialEngine(params), params, [job], rng, stall_prob=0.2)
+    a = -128 if extremes == "min" else 127
+    w = -128  # int8 code of the largest magnitude
+    expected = params.max_k * a * w * 255
+    np.testing.assert_array_equal(out, np.full((1, 2), expected))
+    assert expected.bit_length() < params.acc_bits

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from trilobit.hw.bitserial import _TermDecoder
+from trilobit.hw.bitserial import BitSerialTermDecoder
 from trilobit.hw.bitserial_format import (
     WeightFormat,
     booth_digits,
@@ -55,7 +55,7 @@ def test_booth_digits_cover_the_int8_range():
 @pytest.mark.parametrize("bits_per_cycle", [1, 2])
 def test_hardware_term_decoder_matches_every_code_and_step(bits_per_cycle):
     steps = max(cycles_per_weight(f, bits_per_cycle) for f in WeightFormat)
-    dut = _TermDecoder(bits_per_cycle, max(1, (steps - 1).bit_length()),
+    dut = BitSerialTermDecoder(bits_per_cycle, max(1, (steps - 1).bit_length()),
                        max_lane_shift().bit_length())
     mismatches = []
 
