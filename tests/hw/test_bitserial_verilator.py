@@ -78,13 +78,13 @@ def test_baseline_matches_golden_under_random_stalls(rng, tmp_path):
 
 
 def test_engine_long_run_checked_inside_the_simulation(rng, tmp_path):
-    """~10^5 cycles of mixed formats with random stalls; no Python runs per cycle."""
+    """~4 x 10^5 cycles of mixed formats with random stalls; no Python runs per cycle."""
     params = BitSerialParams(width=4, rows=2, columns=2, group_size=8, max_groups=16)
     jobs = [random_job(rng, 2, 2, 8, rng.choice([int(f) for f in WeightFormat], size=8))
             for _ in range(8)]
     jobs.append(random_job(rng, 2, 2, 8, list(WeightFormat), extremes="min"))
     words = job_stream_words(params, jobs)
-    repeats = 200
+    repeats = 1000
     dut = SelfCheckingEngine(params, words["meta"], words["act"], words["weights"],
                              words["expected"], repeats=repeats, stall_num=1)
     build = build_cocotb(verilog_for(dut, "bitserial_selfcheck"), "bitserial_selfcheck",
