@@ -38,8 +38,8 @@ def long_case(config, rtl, min_cycles: int, stall: float):
     rng = np.random.default_rng(2024)
     best = None
     for _ in range(200):
-        case = random_layer_case(rng, config, max_m=8, max_n=64, max_k=1024,
-                                 memory_bytes=1 << 18)
+        case = random_layer_case(rng, config, max_m=32, max_n=128, max_k=2048,
+                                 memory_bytes=1 << 21)
         result, _, figures = rtl.run(case.memory, case.prog_base, case.data_base, case.window,
                                      stall_prob=stall, seed=1)
         if best is None or figures["sim_cycles"] > best[1]["sim_cycles"]:
@@ -135,7 +135,8 @@ def synthesize_ecp5(config, device: str = "45k", package: str = "CABGA381") -> N
                        cwd=tmp, check=True, capture_output=True)
         t1 = time.perf_counter()
         subprocess.run([env["NEXTPNR_ECP5"], f"--{device}", "--package", package,
-                        "--out-of-context", "--freq", "25", "--json", "accel.json",
+                        "--out-of-context", "--freq", "25", "--timing-allow-fail",
+                        "--json", "accel.json",
                         "--report", "report.json", "--seed", "1"],
                        cwd=tmp, check=True, capture_output=True)
         t2 = time.perf_counter()
