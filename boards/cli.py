@@ -61,7 +61,7 @@ def _build(args: argparse.Namespace) -> int:
                           f"{100 * used / available:.1f}" if available else "-")
     console.print(table)
     if board.flow == "open":
-        console.print(f"Fmax {result['fmax_mhz']:.1f} MHz (board clock "
+        console.print(f"Fmax {result['fmax_mhz']:.1f} MHz (accelerator clock "
                       f"{result['target_mhz']:.1f} MHz); bitstream {result['bitstream']}; "
                       f"{result['seconds']} s")
     else:

@@ -124,3 +124,36 @@ def test_board_top_with_the_spi_link_constrains_the_spi_pins():
         assert signal in pcf
     assert "uart_0__rx" not in pcf  # one host link per bitstream
     assert set(SPI_PINS) == {n for n, b in BOARDS.items() if b.flow == "open"}
+
+
+# nextpnr's utilisation lines of the measured iCEBreaker build (the core does not fit a UP5K).
+UP5K_LOG = """Info: Device utilisation:
+Info: 	         ICESTORM_LC:  9184/ 5280   173%
+Info: 	        ICESTORM_RAM:   144/   30   480%
+Info: 	               SB_IO:     4/   96     4%
+Info: 	         ICESTORM_DSP:    18/    8   225%
+"""
+
+
+def test_fit_error_names_each_overfull_resource_and_by_how_much():
+    from trilobit.boards.build import fit_error
+
+    board = get_board("icebreaker")
+    message = fit_error(board, UP5K_LOG)
+    assert "does not fit the iCE40UP5K-SG48" in message
+    assert "ICESTORM_LC 9184/5280 (3904 over, 174%)" in message
+    assert "ICESTORM_RAM 144/30 (114 over, 480%)" in message
+    assert "ICESTORM_DSP 18/8 (10 over, 225%)" in message
+    assert "SB_IO" not in message
+    assert fit_error(board, UP5K_LOG.replace("9184", "5000").replace("144/", " 20/")
+                     .replace("18/", " 8/")) is None
+
+
+def test_timing_error_says_by_how_many_mhz():
+    from trilobit.boards.build import timing_error
+
+    board = get_board("orangecrab")
+    assert timing_error(board, 11.04, 48.0) == (
+        "orangecrab: misses timing: Fmax 11.0 MHz < accelerator clock 48.0 MHz "
+        "(short by 37.0 MHz)")
+    assert timing_error(board, 11.4, 8.0) is None
