@@ -2,6 +2,7 @@
 
     python bench/bench_bitserial.py [--width 8 --rows 2 --columns 2 --group-size 128]
                                     [--groups 8] [--no-synth] [--json results.json]
+                                    [--designs engine,baseline,baseline_nodsp]
 
 1. Cycles vs ideal: the engine (cycle-accurate, Amaranth simulator, no stalls) runs one job of
    ``groups`` groups per weight format; ideal = chunks x cycles_per_weight. Results are
@@ -125,6 +126,8 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--groups", type=int, default=8)
     ap.add_argument("--no-synth", action="store_true")
+    ap.add_argument("--designs", default="engine,baseline,baseline_nodsp",
+                    help="comma-separated subset of engine, baseline, baseline_nodsp to synthesize")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     p = BitSerialParams(width=args.width, rows=args.rows, columns=args.columns,
@@ -162,9 +165,11 @@ def main() -> None:
 
     if not args.no_synth:
         work = Path(tempfile.mkdtemp(prefix="bench_bitserial_"))
-        designs = [("bitserial_engine", BitSerialEngine, False),
-                   ("bitparallel_baseline", BitParallelMacArray, False),
-                   ("bitparallel_baseline_nodsp", BitParallelMacArray, True)]
+        wanted = set(args.designs.split(","))
+        designs = [d for d in (("bitserial_engine", BitSerialEngine, False),
+                               ("bitparallel_baseline", BitParallelMacArray, False),
+                               ("bitparallel_baseline_nodsp", BitParallelMacArray, True))
+                   if d[0].removeprefix("bitserial_").removeprefix("bitparallel_") in wanted]
         with Progress(console=console) as progress:
             task = progress.add_task("ECP5 synthesis + place and route", total=len(designs))
             for name, cls, nodsp in designs:
@@ -183,6 +188,8 @@ def main() -> None:
                 ("bitparallel_baseline", "INT8", lanes),
                 ("bitparallel_baseline_nodsp", "INT8", lanes)]
         for name, w, mpc in rows:
+            if name not in results["synth"]:
+                continue
             r = results["synth"][name]
             per_klut = mpc / (r["lut4"] / 1000)
             results["synth"][name].setdefault("macs_per_cycle_per_klut", {})[w] = per_klut
