@@ -100,6 +100,9 @@ int main(int argc, char** argv) {
 """
 
 
+_BUILT: dict[tuple[str, int], Path] = {}
+
+
 def build_bridge_simulator(config: AcceleratorConfig, memory_bytes: int) -> Path:
     """Build (or find in the cache) the simulator of ``BridgeSoC(config, memory_bytes)``.
 
@@ -109,5 +112,8 @@ def build_bridge_simulator(config: AcceleratorConfig, memory_bytes: int) -> Path
     from trilobit.hw.bridge_soc import BridgeSoC
     from trilobit.sim.toolchain import build_cpp_harness, verilog_for
 
-    verilog = verilog_for(BridgeSoC(config, memory_bytes), TOP)
-    return build_cpp_harness(verilog, TOP, BRIDGE_HARNESS_CPP.replace("@TOP@", TOP))
+    key = (config.hash(), memory_bytes)
+    if key not in _BUILT or not _BUILT[key].exists():  # converting takes seconds
+        verilog = verilog_for(BridgeSoC(config, memory_bytes), TOP)
+        _BUILT[key] = build_cpp_harness(verilog, TOP, BRIDGE_HARNESS_CPP.replace("@TOP@", TOP))
+    return _BUILT[key]

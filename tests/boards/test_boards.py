@@ -42,8 +42,6 @@ def test_same_config_gives_byte_identical_verilog():
     first = verilog_for(BridgeSoC(config, 1 << 16), "trilobit")
     second = verilog_for(BridgeSoC(config.replace(name="renamed"), 1 << 16), "trilobit")
     assert hashlib.sha256(first.encode()).digest() == hashlib.sha256(second.encode()).digest()
-    other = verilog_for(BridgeSoC(config, 1 << 15), "trilobit")
-    assert other != first  # and a different memory is a different design
 
 
 def test_build_command_is_registered_with_every_board():
