@@ -23,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--link", choices=("uart", "spi"), default="uart",
                         help="host link of the iCE40/ECP5 boards (default uart; SPI pins in "
                              "docs/boards.md)")
+    parser.add_argument("--no-estimate", action="store_true",
+                        help="Zynq boards: skip the yosys synth_xilinx resource estimate")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: build/BOARD)")
     parser.set_defaults(handler=_build)
@@ -50,7 +52,7 @@ def _build(args: argparse.Namespace) -> int:
         else:
             from trilobit.boards.zynq import build_zynq
 
-            result = build_zynq(board, out, step)
+            result = build_zynq(board, out, step, estimate=not args.no_estimate)
     table = Table(title=f"{board.description}: accelerator {board.config.name!r} "
                         f"({board.config.hash()[:12]})")
     for column in ("resource", "used", "available", "%"):
@@ -59,7 +61,8 @@ def _build(args: argparse.Namespace) -> int:
         if used:
             table.add_row(name, str(used), str(available),
                           f"{100 * used / available:.1f}" if available else "-")
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     if board.flow == "open":
         console.print(f"Fmax {result['fmax_mhz']:.1f} MHz (accelerator clock "
                       f"{result['target_mhz']:.1f} MHz); bitstream {result['bitstream']}; "
