@@ -63,18 +63,23 @@ apply_bd_automation -rule {ps['automation']} -config {{apply_board_preset "1"}} 
     [get_bd_cells {ps['cell']}]
 set_property -dict [list {ps['config'] % mhz}] [get_bd_cells {ps['cell']}]
 create_bd_cell -type module -reference {TOP} accel
+# Amaranth's reset is active high; tie both AXI interfaces and the reset to the clock.
+set_property CONFIG.POLARITY ACTIVE_HIGH [get_bd_pins accel/rst]
+set_property CONFIG.ASSOCIATED_BUSIF {{s_axil:m_axi}} [get_bd_pins accel/clk]
+set_property CONFIG.ASSOCIATED_RESET {{rst}} [get_bd_pins accel/clk]
 # CSRs: PS general-purpose master -> AXI4-Lite slave of the accelerator.
 apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config [list \\
     Master /{ps['cell']}/{ps['master']} \\
     Clk_master /{ps['cell']}/{ps['clk']} Clk_slave /{ps['cell']}/{ps['clk']} \\
     Clk_xbar /{ps['cell']}/{ps['clk']}] [get_bd_intf_pins accel/s_axil]
 # Data: accelerator AXI4 master -> HP port into DDR.
-apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config [list Slave /{ps['cell']}/{ps['hp']} \\
+apply_bd_automation -rule xilinx.com:bd_rule:axi4 -config [list Master /accel/m_axi \\
     Clk_master /{ps['cell']}/{ps['clk']} Clk_slave /{ps['cell']}/{ps['clk']} \\
     Clk_xbar /{ps['cell']}/{ps['clk']}] [get_bd_intf_pins {ps['cell']}/{ps['hp']}]
 connect_bd_net [get_bd_pins accel/irq] [get_bd_pins {ps['cell']}/{ps['irq']}]
-set_property offset 0x{base:08X} [get_bd_addr_segs {{{ps['cell']}/Data/SEG_accel_reg0}}]
-set_property range 4K [get_bd_addr_segs {{{ps['cell']}/Data/SEG_accel_reg0}}]
+assign_bd_address -offset 0x{base:08X} -range 4K -force \\
+    -target_address_space [get_bd_addr_spaces {ps['cell']}/Data] \\
+    [get_bd_addr_segs accel/s_axil/reg0]
 assign_bd_address
 validate_bd_design
 save_bd_design
