@@ -153,18 +153,23 @@ def unpack_out(value: int, params: TlmmParams) -> list[int]:
 
 
 def gemv_streams(params: TlmmParams, a: np.ndarray, w: np.ndarray, kind: str,
-                 *, weight_format: str = "index") -> dict:
+                 *, weight_format: str = "index", row_slots: int = 1) -> dict:
     """Beats of all four streams for ``a @ w.T``: a ``(M, K)``, w ``(N, K)``.
 
-    One command per (activation vector, block of ``rows`` output rows), vector-major; K is
-    zero-padded to whole beats and N to whole row blocks. ``weight_format``: ``"index"``
-    (engine: ``{magnitude, sign}`` per group) or ``"plain2"`` (baseline: G two's-complement
-    2-bit codes per group, weight 0 of the group in the low bits).
+    One command per (activation vector, block of ``rows * row_slots`` output rows),
+    vector-major; K is zero-padded to whole beats and N to whole row blocks. ``weight_format``:
+    ``"index"`` (engine: ``{magnitude, sign}`` per group) or ``"plain2"`` (baseline: G
+    two's-complement 2-bit codes per group, weight 0 of the group in the low bits).
+    ``row_slots`` (T, :class:`trilobit.hw.tlmm_lutram.TlmmLutramEngine`): weight beats of a
+    command run beat-major, then plane, then slot ``t``, beat ``t`` carrying rows
+    ``t*rows .. t*rows + rows-1`` of the block; T = 1 is the engine's order.
 
     Returns a dict of uint32 word arrays ``cmd``, ``act``, ``weights`` (one row per beat) and
-    ``blocks`` (commands), ``beats``, ``planes`` and the word counts.
+    ``commands``, ``blocks`` (output beats: commands * T, each ``rows`` accumulators in row
+    order), ``beats``, ``planes`` and ``rows_padded``.
     """
-    G, R, P = params.group_size, params.rows, params.units
+    G, P, T = params.group_size, params.units, row_slots
+    R = params.rows * T  # rows of one command
     a = np.atleast_2d(np.asarray(a, dtype=np.int64))
     planes = weight_planes(w, kind)
     n_planes = planes.shape[0]
@@ -196,9 +201,10 @@ def gemv_streams(params: TlmmParams, a: np.ndarray, w: np.ndarray, kind: str,
         width = 2 * G
     else:
         raise ConfigError(f"weight_format must be 'index' or 'plain2', got {weight_format!r}")
-    # (planes, blocks, R, beats, P) -> (blocks, beats, planes, R, P)
-    elements = elements.reshape(n_planes, n_blocks, R, beats, P).transpose(1, 3, 0, 2, 4)
-    weights_one = pack_beats(elements.reshape(-1, R * P), width)
+    # (planes, blocks, T, rows, beats, P) -> (blocks, beats, planes, T, rows, P)
+    elements = elements.reshape(n_planes, n_blocks, T, params.rows, beats, P)
+    elements = elements.transpose(1, 4, 0, 2, 3, 5)
+    weights_one = pack_beats(elements.reshape(-1, params.rows * P), width)
     weights = np.tile(weights_one, (M, 1))
 
     cmd_value = beats | (n_planes << params.beats_bits)
@@ -207,7 +213,8 @@ def gemv_streams(params: TlmmParams, a: np.ndarray, w: np.ndarray, kind: str,
         "cmd": cmd,
         "act": act,
         "weights": weights,
-        "blocks": M * n_blocks,
+        "commands": M * n_blocks,
+        "blocks": M * n_blocks * T,
         "n_blocks": n_blocks,
         "beats": beats,
         "planes": n_planes,

@@ -1,0 +1,293 @@
+"""Ternary table-lookup engine with its tables in distributed RAM (ECP5 ``TRELLIS_DPR16X4``).
+
+Same arithmetic as :class:`trilobit.hw.tlmm.TlmmEngine` (sign-halved tables of signed sums of
+``G`` activations, indexed by :func:`trilobit.packing.ternary_group_index`, weight planes
+shift-added), but organised the way table lookup pays off on an FPGA (T-MAC / TeLLMe style):
+
+* each table lives in a LUT RAM with one asynchronous read port, so a lookup costs a few RAM
+  LUTs instead of a ``table_size``:1 multiplexer of registers;
+* a LUT RAM has one write port, so a table is written one entry per cycle (``table_size``
+  cycles) into one bank while the other bank is read: two banks per RAM (double buffering);
+* to hide that build, every read port serves ``row_slots`` (T) output rows in turn, one per
+  cycle, for each group: a table stays in use for ``T * planes >= table_size`` cycles;
+* the table of unit ``p`` is replicated once per read port (``rows`` copies, R), all copies
+  written together;
+* the per-row accumulators (``T`` slots x ``R`` rows) live in one LUT RAM as well
+  (read-modify-write: read asynchronously, written back at the same address), and finished
+  rows wait in a small LUT-RAM FIFO, so nothing in the datapath stalls on ``out.ready``.
+
+Streams (``amaranth.lib.stream``; arrays packed element 0 in the least significant bits)
+-------------------------------------------------------------------------------------------
+The ``cmd``, ``act`` and ``out`` payloads and every element layout are those of
+:class:`~trilobit.hw.tlmm.TlmmEngine` (:func:`trilobit.hw.tlmm.engine_streams`). What changes is
+how many rows a command covers and the order of the weight beats:
+
+``cmd``: ``beats`` activation beats and ``planes`` (0 behaves as 1) for a *row tile* of
+    ``R * T`` output rows.
+``act``: ``beats`` beats per command, exactly as for the engine.
+``weights``: ``beats * planes * T`` beats per command, ordered beat-major, then plane, then
+    slot ``t``; beat ``(beat, plane, t)`` holds the ``R * P`` group indices of rows
+    ``t*R + r`` (element ``r*P + p``, as for the engine) of the tile.
+``out``: ``T`` beats per command; beat ``t`` holds the accumulators of rows ``t*R .. t*R+R-1``.
+
+With ``row_slots = 1`` the beat order is the engine's. ``trilobit.sim.golden_tlmm.gemv_streams(...,
+row_slots=T)`` produces these beats.
+
+Pipeline and throughput
+-----------------------
+``act`` beat -> hold register -> ``table_size`` cycles writing entry ``m`` (registered adder of
+``G`` selected ``±a`` terms) into the free bank of every copy -> bank full. A weight beat is
+accepted while the command's current bank is full; per cycle: asynchronous table reads ->
+lookup register -> sign and sum over units (register) -> accumulator RAM read, add, write back
+(and push to the output FIFO on the last beat and plane). Accepting a beat that finishes rows
+needs a free FIFO place counted in advance (credits), so ``out.ready`` only reaches the FIFO and
+a counter. With streams never stalling and ``T * planes >= table_size + 2`` the engine takes
+one weight beat per cycle: ``R * P * G`` ternary MACs per cycle, like the engine of equal
+``rows`` and ``units``.
+
+Accumulators are as wide as :attr:`~trilobit.hw.tlmm.TlmmParams.acc_bits` (no overflow for any
+``K <= max_k``).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from trilobit.hw.tlmm import TlmmParams, adder_tree, engine_streams, group_index_layout
+
+from trilobit.errors import ConfigError
+from trilobit.packing import balanced_ternary_digits
+
+__all__ = ["TlmmLutramEngine", "LUTRAM_DEPTH", "lutram_ideal_cycles"]
+
+#: Entries of one distributed-RAM primitive (ECP5 TRELLIS_DPR16X4: 16 x 4 bits); the most
+#: accumulator slots a read port serves.
+LUTRAM_DEPTH = 16
+
+
+class TlmmLutramEngine(wiring.Component):
+    """Table-lookup ternary engine with LUT-RAM tables; interface in the module docstring.
+
+    Args:
+        params: the engine parameters (``rows`` = read ports per table, R; ``units`` = P).
+        row_slots: T, output rows served by each read port per group (1..16); choose
+            ``T >= table_size + 2`` (16 for G = 3, 7 or more for G = 2) to hide the table build.
+    """
+
+    def __init__(self, params: TlmmParams, row_slots: int = LUTRAM_DEPTH):
+        if not isinstance(row_slots, int) or not 1 <= row_slots <= LUTRAM_DEPTH:
+            raise ConfigError(
+                f"row_slots must be an integer in 1..{LUTRAM_DEPTH}, got {row_slots!r}"
+            )
+        self.params = params
+        self.row_slots = row_slots
+        super().__init__(engine_streams(params, group_index_layout(params)))
+
+    @property
+    def rows_per_command(self) -> int:
+        """Output rows of one command: rows * row_slots."""
+        return self.params.rows * self.row_slots
+
+    def elaborate(self, platform):
+        p = self.params
+        R, P, G, T = p.rows, p.units, p.group_size, self.row_slots
+        m = Module()
+        cmd, act, weights, out = self.cmd, self.act, self.weights, self.out
+
+        # ---- table banks --------------------------------------------------------------
+        # Address = {bank, magnitude}: magnitudes beyond the table hit entries that are never
+        # written and keep their initial 0, as the engine's reader returns 0 there.
+        bank_full = Signal(2)
+        write_bank = Signal()
+        read_bank = Signal()
+
+        # ---- table build: one entry per cycle, registered before the RAM write ----------
+        held = Signal(data.ArrayLayout(signed(p.act_bits), P * G))
+        building = Signal()
+        entry = Signal(range(p.table_size))
+        wr_valid = Signal()
+        wr_last = Signal()
+        wr_addr = Signal(p.magnitude_bits)
+        wr_data = Signal(data.ArrayLayout(signed(p.entry_bits), P))
+
+        # A new beat is taken only once the previous table's last write has landed, so the
+        # bank it goes to is known to be free.
+        m.d.comb += act.ready.eq(~building & ~wr_valid & ~bank_full.bit_select(write_bank, 1))
+        with m.If(act.valid & act.ready):
+            m.d.sync += [held.eq(act.payload), building.eq(1), entry.eq(0)]
+        with m.Elif(building):
+            m.d.sync += entry.eq(entry + 1)
+            with m.If(entry == p.table_size - 1):
+                m.d.sync += building.eq(0)
+
+        digits = balanced_ternary_digits(list(range(p.table_size)), G)
+        m.d.sync += [wr_valid.eq(building), wr_last.eq(entry == p.table_size - 1),
+                     wr_addr.eq(entry)]
+        for u in range(P):
+            terms = []
+            for i in range(G):
+                a = held[u * G + i]
+                digit = Signal(signed(2), name=f"digit_u{u}_{i}")
+                with m.Switch(entry):
+                    for e in range(p.table_size):
+                        if int(digits[e][i]):
+                            with m.Case(e):
+                                m.d.comb += digit.eq(int(digits[e][i]))
+                terms.append(Mux(digit == 0, 0, Mux(digit[1], -a, a)))
+            m.d.sync += wr_data[u].eq(adder_tree(terms))
+
+        with m.If(wr_valid & wr_last):
+            m.d.sync += [bank_full.bit_select(write_bank, 1).eq(1), write_bank.eq(~write_bank)]
+
+        # ---- command and weight beat counters -----------------------------------------
+        cmd_active = Signal()
+        cmd_beats = Signal(p.beats_bits)
+        cmd_planes = Signal(p.plane_bits)
+        beat = Signal(p.beats_bits)
+        plane = Signal(p.plane_bits)
+        slot = Signal(range(T))
+
+        last_slot = slot == T - 1
+        last_plane = plane + 1 >= cmd_planes  # zero planes/beats behave as one
+        last_beat = beat + 1 >= cmd_beats
+        finishes_rows = last_beat & last_plane
+
+        # A finished output beat is in the pipeline or in the output register.
+        pending = Signal()
+        credit = ~pending
+
+        w_fire = Signal()
+        m.d.comb += [
+            weights.ready.eq(cmd_active & bank_full.bit_select(read_bank, 1)
+                             & (~finishes_rows | credit)),
+            w_fire.eq(weights.valid & weights.ready),
+        ]
+        release = w_fire & last_slot & last_plane
+        cmd_done = release & last_beat
+
+        m.d.comb += cmd.ready.eq(~cmd_active | cmd_done)
+        with m.If(cmd.valid & cmd.ready):
+            m.d.sync += [cmd_active.eq(1), cmd_beats.eq(cmd.payload.beats),
+                         cmd_planes.eq(cmd.payload.planes), beat.eq(0), plane.eq(0), slot.eq(0)]
+        with m.Elif(cmd_done):
+            m.d.sync += cmd_active.eq(0)
+        with m.Elif(w_fire):
+            m.d.sync += slot.eq(Mux(last_slot, 0, slot + 1))
+            with m.If(last_slot):
+                with m.If(last_plane):
+                    m.d.sync += [plane.eq(0), beat.eq(beat + 1)]
+                with m.Else():
+                    m.d.sync += plane.eq(plane + 1)
+        with m.If(release):
+            m.d.sync += [bank_full.bit_select(read_bank, 1).eq(0), read_bank.eq(~read_bank)]
+
+        # ---- stage 1: table reads (asynchronous) into the lookup registers -------------
+        # A negative group index stores the entry's ones' complement (``~e = -e - 1``, one
+        # XOR per bit, which fits in the LUT after the RAM) and its sign; the ``+1`` is folded
+        # into an adder below as a carry-in, so a signed lookup costs no adder of its own.
+        lookup = Signal(data.ArrayLayout(signed(p.entry_bits), R * P))
+        lookup_sign = Signal(R * P)
+        s1_valid, s1_slot, s1_plane = Signal(), Signal(range(T)), Signal(p.plane_bits)
+        s1_first, s1_last = Signal(), Signal()
+        for u in range(P):
+            for r in range(R):
+                table = Memory(shape=signed(p.entry_bits), depth=2 << p.magnitude_bits, init=[])
+                m.submodules[f"table_u{u}_r{r}"] = table
+                write = table.write_port()
+                m.d.comb += [write.en.eq(wr_valid), write.addr.eq(Cat(wr_addr, write_bank)),
+                             write.data.eq(wr_data[u])]
+                index = weights.payload[r * P + u]
+                read = table.read_port(domain="comb")
+                m.d.comb += read.addr.eq(Cat(index.magnitude, read_bank))
+                with m.If(w_fire):
+                    ones = read.data ^ index.sign.replicate(p.entry_bits)
+                    m.d.sync += [lookup[r * P + u].eq(ones),
+                                 lookup_sign[r * P + u].eq(index.sign)]
+        m.d.sync += [s1_valid.eq(w_fire), s1_slot.eq(slot), s1_plane.eq(plane),
+                     s1_first.eq((beat == 0) & (plane == 0)), s1_last.eq(finishes_rows)]
+
+        # ---- stage 2: sum over units with the signs as carries, plane shift ------------
+        partial = Signal(data.ArrayLayout(signed(p.partial_bits), R))
+        partial_carry = Signal(R)  # a sign left over for the accumulate adder
+        s2_valid, s2_slot, s2_first, s2_last = Signal(), Signal(range(T)), Signal(), Signal()
+        for r in range(R):
+            values = [lookup[r * P + u] for u in range(P)]
+            carries = [lookup_sign[r * P + u] for u in range(P)]
+            total, leftover = adder_tree_with_carries(values, carries)
+            if p.max_planes > 1:
+                # The shift must see the whole sum: add the last carry here.
+                m.d.sync += partial[r].eq(add_with_carry(total, 0, leftover) << s1_plane)
+            else:
+                m.d.sync += [partial[r].eq(total), partial_carry[r].eq(leftover)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_slot.eq(s1_slot), s2_first.eq(s1_first),
+                     s2_last.eq(s1_last)]
+
+        # ---- stage 3: accumulate in the slot's RAM word, finished rows to ``out`` ------
+        accumulators = Memory(shape=data.ArrayLayout(signed(p.acc_bits), R), depth=T, init=[])
+        m.submodules.accumulators = accumulators
+        acc_read = accumulators.read_port(domain="comb")
+        acc_write = accumulators.write_port()
+        updated = Signal(data.ArrayLayout(signed(p.acc_bits), R))
+        m.d.comb += [acc_read.addr.eq(s2_slot), acc_write.addr.eq(s2_slot),
+                     acc_write.en.eq(s2_valid), acc_write.data.eq(updated)]
+        for r in range(R):
+            m.d.comb += updated[r].eq(
+                add_with_carry(Mux(s2_first, 0, acc_read.data[r]), partial[r], partial_carry[r]))
+
+        # One output register (flip-flops only). A weight beat that finishes rows is accepted
+        # only when no finished beat is in flight or waiting (``pending``), so the datapath
+        # never stalls; this costs 3 cycles per finished output beat, T of every
+        # ``beats * planes * T`` beats of a command.
+        out_valid = Signal()
+        out_data = Signal(data.ArrayLayout(signed(p.acc_bits), R))
+        out_fire = out.valid & out.ready
+        with m.If(out_fire):
+            m.d.sync += out_valid.eq(0)
+        with m.If(s2_valid & s2_last):
+            m.d.sync += [out_valid.eq(1), out_data.eq(updated)]
+        m.d.comb += [out.valid.eq(out_valid), out.payload.eq(out_data)]
+        taken = w_fire & finishes_rows
+        with m.If(taken):
+            m.d.sync += pending.eq(1)
+        with m.Elif(out_fire):
+            m.d.sync += pending.eq(0)
+        return m
+
+
+def add_with_carry(a, b, carry):
+    """``a + b + carry`` (signed ``a``, ``b``; ``carry`` 1 bit or 0) as one adder:
+    ``((2a + c) + (2b + c)) >> 1``; written plainly, yosys builds a second adder for the carry."""
+    carry = Const(carry, 1) if isinstance(carry, int) else carry
+    doubled_a = Cat(carry, Value.cast(a)).as_signed()
+    doubled_b = Cat(carry, Value.cast(b)).as_signed()
+    return (doubled_a + doubled_b) >> 1
+
+
+def adder_tree_with_carries(values: list, carries: list) -> tuple:
+    """Balanced sum of ``values`` plus the 1-bit ``carries``, each adder absorbing one carry.
+
+    Returns ``(sum, leftover)``: ``sum(values) + sum(carries) == sum + leftover``; ``len(values)
+    - 1`` adders absorb as many carries, one is left over (or 0 when there are none).
+    """
+    values, carries = list(values), list(carries)
+    while len(values) > 1:
+        paired = []
+        for i in range(0, len(values) - 1, 2):
+            carry = carries.pop() if carries else 0
+            paired.append(add_with_carry(values[i], values[i + 1], carry))
+        if len(values) % 2:
+            paired.append(values[-1])
+        values = paired
+    assert len(carries) <= 1
+    return values[0], (carries[0] if carries else 0)
+
+
+def lutram_ideal_cycles(params: TlmmParams, row_slots: int, k: int, n: int, planes: int = 1,
+                        m: int = 1) -> int:
+    """Weight beats (= cycles at full rate) of ``m`` GEMVs of an (n, k) matrix: rows are
+    computed in tiles of ``rows * row_slots``, so N rounds up to whole tiles."""
+    beats = -(-k // params.activations_per_beat)
+    tiles = -(-n // (params.rows * row_slots))
+    return m * tiles * beats * planes * row_slots
+
