@@ -54,12 +54,12 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from trilobit.hw.tlmm import TlmmParams, adder_tree, engine_streams, group_index_layout
+from trilobit.hw.tlmm import TlmmParams, engine_streams, group_index_layout
 
 from trilobit.errors import ConfigError
-from trilobit.packing import balanced_ternary_digits
+from trilobit.packing import balanced_ternary_digits, ternary_table_size
 
-__all__ = ["TlmmLutramEngine", "LUTRAM_DEPTH", "lutram_ideal_cycles"]
+__all__ = ["TlmmLutramEngine", "LUTRAM_DEPTH", "lutram_ideal_cycles", "gray_build_order"]
 
 #: Entries of one distributed-RAM primitive (ECP5 TRELLIS_DPR16X4: 16 x 4 bits); the most
 #: accumulator slots a read port serves.
@@ -96,49 +96,50 @@ class TlmmLutramEngine(wiring.Component):
         cmd, act, weights, out = self.cmd, self.act, self.weights, self.out
 
         # ---- table banks --------------------------------------------------------------
-        # Address = {bank, magnitude}: magnitudes beyond the table hit entries that are never
-        # written and keep their initial 0, as the engine's reader returns 0 there.
+        # Two banks per RAM, the bank bit above the magnitude. Magnitudes beyond the table
+        # hit entries that are never written and keep their initial 0 (read as ``~0 + 1 = 0``
+        # when negated), as the engine's reader returns 0 there.
         bank_full = Signal(2)
         write_bank = Signal()
         read_bank = Signal()
 
-        # ---- table build: one entry per cycle, registered before the RAM write ----------
+        # ---- table build: one entry per cycle along a ternary Gray path ----------------
+        # Consecutive entries of the path differ in one digit by ±1, so each is the previous
+        # one ± one activation: one adder per table instead of G-1 adders and G negations.
+        path = gray_build_order(G)
         held = Signal(data.ArrayLayout(signed(p.act_bits), P * G))
         building = Signal()
-        entry = Signal(range(p.table_size))
-        wr_valid = Signal()
-        wr_last = Signal()
+        step = Signal(range(p.table_size))
+        running = Signal(data.ArrayLayout(signed(p.entry_bits), P))
         wr_addr = Signal(p.magnitude_bits)
-        wr_data = Signal(data.ArrayLayout(signed(p.entry_bits), P))
+        last_step = step == p.table_size - 1
 
-        # A new beat is taken only once the previous table's last write has landed, so the
-        # bank it goes to is known to be free.
-        m.d.comb += act.ready.eq(~building & ~wr_valid & ~bank_full.bit_select(write_bank, 1))
+        m.d.comb += act.ready.eq(~building & ~bank_full.bit_select(write_bank, 1))
         with m.If(act.valid & act.ready):
-            m.d.sync += [held.eq(act.payload), building.eq(1), entry.eq(0)]
+            m.d.sync += [held.eq(act.payload), building.eq(1), step.eq(0)]
+            for u in range(P):
+                m.d.sync += running[u].eq(0)  # the path starts at entry 0, value 0
         with m.Elif(building):
-            m.d.sync += entry.eq(entry + 1)
-            with m.If(entry == p.table_size - 1):
-                m.d.sync += building.eq(0)
-
-        digits = balanced_ternary_digits(list(range(p.table_size)), G)
-        m.d.sync += [wr_valid.eq(building), wr_last.eq(entry == p.table_size - 1),
-                     wr_addr.eq(entry)]
+            m.d.sync += step.eq(step + 1)
+            with m.If(last_step):
+                m.d.sync += [building.eq(0), bank_full.bit_select(write_bank, 1).eq(1),
+                             write_bank.eq(~write_bank)]
+        digit_index = Signal(range(G))
+        digit_down = Signal()
+        with m.Switch(step):
+            for k, (entry, index, down) in enumerate(path):
+                with m.Case(k):
+                    m.d.comb += [wr_addr.eq(entry), digit_index.eq(index), digit_down.eq(down)]
         for u in range(P):
-            terms = []
-            for i in range(G):
-                a = held[u * G + i]
-                digit = Signal(signed(2), name=f"digit_u{u}_{i}")
-                with m.Switch(entry):
-                    for e in range(p.table_size):
-                        if int(digits[e][i]):
-                            with m.Case(e):
-                                m.d.comb += digit.eq(int(digits[e][i]))
-                terms.append(Mux(digit == 0, 0, Mux(digit[1], -a, a)))
-            m.d.sync += wr_data[u].eq(adder_tree(terms))
+            activation = Signal(signed(p.act_bits), name=f"step_activation_u{u}")
+            with m.Switch(digit_index):
+                for i in range(G):
+                    with m.Case(i):
+                        m.d.comb += activation.eq(held[u * G + i])
+            ones = Mux(digit_down, ~activation, activation)  # -a = ~a + 1
+            with m.If(building):
+                m.d.sync += running[u].eq(add_with_carry(running[u], ones, digit_down))
 
-        with m.If(wr_valid & wr_last):
-            m.d.sync += [bank_full.bit_select(write_bank, 1).eq(1), write_bank.eq(~write_bank)]
 
         # ---- command and weight beat counters -----------------------------------------
         cmd_active = Signal()
@@ -192,11 +193,12 @@ class TlmmLutramEngine(wiring.Component):
         s1_first, s1_last = Signal(), Signal()
         for u in range(P):
             for r in range(R):
-                table = Memory(shape=signed(p.entry_bits), depth=2 << p.magnitude_bits, init=[])
+                table = Memory(shape=signed(p.entry_bits), depth=2 << p.magnitude_bits,
+                               init=[])
                 m.submodules[f"table_u{u}_r{r}"] = table
                 write = table.write_port()
-                m.d.comb += [write.en.eq(wr_valid), write.addr.eq(Cat(wr_addr, write_bank)),
-                             write.data.eq(wr_data[u])]
+                m.d.comb += [write.en.eq(building), write.addr.eq(Cat(wr_addr, write_bank)),
+                             write.data.eq(running[u])]
                 index = weights.payload[r * P + u]
                 read = table.read_port(domain="comb")
                 m.d.comb += read.addr.eq(Cat(index.magnitude, read_bank))
@@ -253,6 +255,56 @@ class TlmmLutramEngine(wiring.Component):
         with m.Elif(out_fire):
             m.d.sync += pending.eq(0)
         return m
+
+
+def gray_build_order(group_size: int) -> list[tuple[int, int, int]]:
+    """Order in which a sign-halved table is written, one entry per cycle.
+
+    Returns ``(entry, digit, down)`` per cycle: ``entry`` (0 .. table_size-1, the first is 0)
+    is written in that cycle, and the next entry differs from it in balanced-ternary digit
+    ``digit`` (0 = most significant) by ``-1`` if ``down`` else ``+1`` (the last step's move
+    is unused). A depth-first search over the digit vectors of the non-negative half, most
+    constrained neighbour first; such a path exists for G = 2, 3, 4.
+    """
+    size = ternary_table_size(group_size)
+    vectors = {int(v): tuple(int(d) for d in balanced_ternary_digits(v, group_size))
+               for v in range(size)}
+    weights = [3 ** (group_size - 1 - i) for i in range(group_size)]
+
+    def moves(value: int) -> list[tuple[int, int, int]]:
+        found = []
+        for i, w in enumerate(weights):
+            for down in (0, 1):
+                digit = vectors[value][i] + (-1 if down else 1)
+                nxt = value + (-w if down else w)
+                if -1 <= digit <= 1 and 0 <= nxt < size:
+                    found.append((nxt, i, down))
+        return found
+
+    path, seen = [0], {0}
+
+    def extend() -> bool:
+        if len(path) == size:
+            return True
+        options = [mv for mv in moves(path[-1]) if mv[0] not in seen]
+        options.sort(key=lambda mv: sum(n not in seen for n, _, _ in moves(mv[0])))
+        for nxt, _, _ in options:
+            path.append(nxt)
+            seen.add(nxt)
+            if extend():
+                return True
+            path.pop()
+            seen.discard(nxt)
+        return False
+
+    if not extend():
+        raise ConfigError(f"no ternary Gray build order for group_size={group_size}")
+    order = []
+    for k, entry in enumerate(path):
+        nxt = path[k + 1] if k + 1 < size else entry
+        move = next(((i, down) for n, i, down in moves(entry) if n == nxt), (0, 0))
+        order.append((entry, *move))
+    return order
 
 
 def add_with_carry(a, b, carry):

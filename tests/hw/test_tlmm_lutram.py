@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from test_tlmm import blocks_to_matrix, run_amaranth_gemv  # the engine's own stream driver
 from trilobit.hw.tlmm import TlmmParams
-from trilobit.hw.tlmm_lutram import TlmmLutramEngine, lutram_ideal_cycles
+from trilobit.hw.tlmm_lutram import TlmmLutramEngine, gray_build_order, lutram_ideal_cycles
 from trilobit.sim.golden_tlmm import gemv_streams, random_weights, tlmm_golden
 
 from trilobit.errors import ConfigError
-from trilobit.packing import ternary_group_index
+from trilobit.packing import balanced_ternary_digits, ternary_group_index, ternary_table_size
 
 
 def extreme_rows(params: TlmmParams, kind: str, m: int, n: int, k: int, seed: int):
@@ -39,6 +39,7 @@ def extreme_rows(params: TlmmParams, kind: str, m: int, n: int, k: int, seed: in
         (2, 2, 1, 3, "int2", 0.2),  # slots < table build: the reader waits for tables
         (4, 2, 1, 4, "ternary", 0.2),
         (3, 2, 2, 16, "ternary", 0.0),
+        (2, 3, 2, 6, "int2", 0.0),
     ],
 )
 def test_lutram_engine_matches_golden_under_random_stalls(G, rows, units, slots, kind, stall):
@@ -52,12 +53,12 @@ def test_lutram_engine_matches_golden_under_random_stalls(G, rows, units, slots,
     np.testing.assert_array_equal(blocks_to_matrix(outputs, streams, m, n),
                                   tlmm_golden(params, a, w, kind))
     if stall == 0.0:
-        # Full rate: one weight beat per cycle once the first table is built (table_size + 2
-        # cycles: accept, build, last write), then 3 cycles to the FIFO output.
+        # Full rate: one weight beat per cycle once the first table is built (1 + table_size
+        # cycles: accept, one write per entry), then 3 cycles to the output register.
         ideal = lutram_ideal_cycles(params, slots, k, n, streams["planes"], m)
         # Each finished output beat but the last waits for the one before it (3 cycles).
         extra = 3 * (slots - 1) * streams["commands"]
-        assert cycles == ideal + params.table_size + 2 + 3 + extra
+        assert cycles == ideal + 1 + params.table_size + 3 + extra
 
 
 def test_weight_beats_run_beat_then_plane_then_slot():
@@ -80,6 +81,20 @@ def test_weight_beats_run_beat_then_plane_then_slot():
                     assert element == int(mag[0, 0]) | (int(sign[0, 0]) << (width - 1))
 
 
+@pytest.mark.parametrize("G", [2, 3, 4])
+def test_gray_build_order_visits_every_entry_once_by_single_digit_steps(G):
+    order = gray_build_order(G)
+    entries = [entry for entry, _, _ in order]
+    assert entries[0] == 0 and sorted(entries) == list(range(ternary_table_size(G)))
+    digits = balanced_ternary_digits(np.arange(ternary_table_size(G)), G).astype(int)
+    for (entry, digit, down), nxt in zip(order, entries[1:], strict=False):
+        step = digits[nxt] - digits[entry]
+        expected = np.zeros(G, dtype=int)
+        expected[digit] = -1 if down else 1
+        np.testing.assert_array_equal(step, expected)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("slots", [0, 17, 2.0])
 def test_row_slots_out_of_range_is_named(slots):
     with pytest.raises(ConfigError, match="row_slots"):
