@@ -57,6 +57,7 @@ from __future__ import annotations
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from trilobit.hw.bitserial import BitSerialEngine
 from trilobit.hw.bitserial import BitSerialParams as EngineBitSerialParams
@@ -289,26 +290,98 @@ class TlmmGemmUnit(wiring.Component):
                           Mux(tile.wfmt == WeightEncoding.INT2, 2, 1))),
         ]
 
-        # Sequencer registers.
-        i = Signal(8)
-        j0 = Signal(13)
-        a_base = Signal(17)  # INP line of activation row i
-        w_blk = Signal(17)  # WGT line of channel j0's weights
-        seg = Signal(16)  # segment within the activation row
-        s = Signal(2)  # segment within the staged WGT line
-        wl = Signal(17)  # staged WGT line within each channel's row
-        rem = Signal(signed(18))  # k - seg * line: positions of this segment below k
-        fill = Signal(range(R + 1))
-        fill_ptr = Signal(17)
-        stage = [Signal(width, name=f"stage_{r}") for r in range(R)]
-        act_beat = Signal(range(bps + 1))
-        w_beat = Signal(range(bps + 1))
-        plane = Signal(3)
+        spl_last = Mux(slot4, 1, 3)  # last segment index within a WGT line
 
-        # INP always reads the current segment: data is valid one cycle after ``seg`` settles.
-        m.d.comb += [self.inp_addr.eq(a_base + seg), self.wgt_addr.eq(fill_ptr)]
+        def next_block(j0, i, on_row_end=()):
+            """Advance a (row ``i``, channel block ``j0``) counter pair to the next block;
+            returns the condition "that was the instruction's last block"."""
+            done = (j0 + R >= tile.n) & (i + 1 == tile.m)
+            m.d.sync += j0.eq(j0 + R)
+            with m.If(j0 + R >= tile.n):
+                m.d.sync += [j0.eq(0), i.eq(i + 1), *on_row_end]
+            return done
 
-        # -- activation beats: bytes of the INP line, zero past the line and past k ---------
+        # -- filler: stages WGT line ``wl`` of the R channels of a block into one of two
+        # staging buffers (double buffered: the next line is read while the other is emitted)
+        stage = [[Signal(width, name=f"stage{b}_{r}") for r in range(R)] for b in range(2)]
+        full = Signal(2)
+        f_active = Signal()
+        f_buf = Signal()
+        f_row = Signal(range(R + 1))
+        f_ptr = Signal(17)  # WGT line being read
+        f_line0 = Signal(17)  # WGT line wl of the block's first channel
+        f_wl = Signal(17)
+        f_j0 = Signal(13)
+        f_i = Signal(8)
+        f_wblk = Signal(17)
+        f_write = Signal()  # data of the previous cycle's read is to be stored
+        f_write_buf = Signal()
+        f_write_row = Signal(range(R))
+        m.d.comb += self.wgt_addr.eq(f_ptr)
+        m.d.sync += f_write.eq(0)
+        with m.If(f_write):
+            for b in range(2):
+                for r in range(R):
+                    with m.If((f_write_buf == b) & (f_write_row == r)):
+                        m.d.sync += stage[b][r].eq(self.wgt_data)
+        f_issue = f_active & (f_row < R) & ~full.bit_select(f_buf, 1)
+        with m.If(f_issue):
+            m.d.sync += [f_write.eq(1), f_write_buf.eq(f_buf), f_write_row.eq(f_row),
+                         f_row.eq(f_row + 1), f_ptr.eq(f_ptr + tile.w_row)]
+        # the buffer is full once its last row is stored; then move on to the next line
+        with m.If(f_write & (f_write_row == R - 1)):
+            m.d.sync += [full.bit_select(f_write_buf, 1).eq(1), f_buf.eq(~f_buf), f_row.eq(0)]
+            last_wl = f_wl + 1 == tile.w_row
+            m.d.sync += [f_wl.eq(f_wl + 1), f_ptr.eq(f_line0 + 1), f_line0.eq(f_line0 + 1)]
+            with m.If(last_wl):
+                m.d.sync += [f_wl.eq(0), f_wblk.eq(f_wblk + R * tile.w_row),
+                             f_ptr.eq(f_wblk + R * tile.w_row),
+                             f_line0.eq(f_wblk + R * tile.w_row)]
+                done = next_block(f_j0, f_i, on_row_end=[f_wblk.eq(tile.wgt),
+                                                         f_ptr.eq(tile.wgt),
+                                                         f_line0.eq(tile.wgt)])
+                with m.If(done):
+                    m.d.sync += f_active.eq(0)
+
+        # -- INP reader: the activation row's lines, once per block, into a 2-line queue ----
+        m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line + 18, depth=2)
+        r_active = Signal()
+        r_seg = Signal(16)
+        r_rem = Signal(signed(18))  # k - r_seg * line
+        r_j0 = Signal(13)
+        r_i = Signal(8)
+        r_abase = Signal(17)
+        r_inflight = Signal()
+        r_inflight_rem = Signal(signed(18))
+        m.d.comb += self.inp_addr.eq(r_abase + r_seg)
+        # a read is issued only if its line will find room in the queue a cycle later
+        r_issue = r_active & (act_lines.level + r_inflight < 2)
+        m.d.sync += r_inflight.eq(r_issue)
+        with m.If(r_issue):
+            m.d.sync += [r_inflight_rem.eq(r_rem), r_seg.eq(r_seg + 1), r_rem.eq(r_rem - line)]
+            with m.If(r_seg + 1 == n_seg):
+                m.d.sync += [r_seg.eq(0), r_rem.eq(tile.k)]
+                done = next_block(r_j0, r_i, on_row_end=[r_abase.eq(r_abase + tile.a_row)])
+                with m.If(done):
+                    m.d.sync += r_active.eq(0)
+        m.d.comb += [act_lines.w_en.eq(r_inflight),
+                     act_lines.w_data.eq(Cat(self.inp_data, r_inflight_rem))]
+
+        # -- activation beats from the queued line; zero past the line and past k ------------
+        a_have = Signal()
+        a_line = Signal(8 * line)
+        a_rem = Signal(signed(18))
+        act_beat = Signal(range(bps))
+        a_last_fire = engine.act.valid & engine.act.ready & (act_beat == bps - 1)
+        m.d.comb += act_lines.r_en.eq((~a_have | a_last_fire) & act_lines.r_rdy)
+        with m.If(act_lines.r_en):
+            m.d.sync += [a_have.eq(1), a_line.eq(act_lines.r_data[:8 * line]),
+                         a_rem.eq(act_lines.r_data[8 * line:].as_signed()), act_beat.eq(0)]
+        with m.Elif(a_last_fire):
+            m.d.sync += a_have.eq(0)
+        with m.If(engine.act.valid & engine.act.ready & (act_beat != bps - 1)):
+            m.d.sync += act_beat.eq(act_beat + 1)
+        m.d.comb += engine.act.valid.eq(a_have)
         act_payload = Signal.like(engine.act.payload)
         with m.Switch(act_beat):
             for b in range(bps):
@@ -316,21 +389,43 @@ class TlmmGemmUnit(wiring.Component):
                     for e in range(per_beat):
                         pos = b * per_beat + e
                         if pos < line:
-                            byte = self.inp_data[8 * pos: 8 * pos + 8].as_signed()
-                            m.d.comb += act_payload[e].eq(Mux(rem > pos, byte, 0))
+                            byte = a_line[8 * pos: 8 * pos + 8].as_signed()
+                            m.d.comb += act_payload[e].eq(Mux(a_rem > pos, byte, 0))
         m.d.comb += engine.act.payload.eq(act_payload)
 
+        # -- engine commands: one per block ----------------------------------------------------
+        c_active = Signal()
+        c_j0 = Signal(13)
+        c_i = Signal(8)
+        m.d.comb += [
+            engine.cmd.valid.eq(c_active),
+            engine.cmd.payload.beats.eq(n_seg * bps),
+            engine.cmd.payload.planes.eq(planes),
+        ]
+        with m.If(engine.cmd.valid & engine.cmd.ready):
+            with m.If(next_block(c_j0, c_i)):
+                m.d.sync += c_active.eq(0)
+
         # -- weight beats: G slots per (row, unit) -> plane codes -> group index -----------
+        e_active = Signal()
+        e_buf = Signal()
+        e_seg = Signal(16)  # segment within the block
+        s = Signal(2)  # segment within the staged WGT line
+        w_beat = Signal(range(bps))
+        plane = Signal(3)
+        e_j0 = Signal(13)
+        e_i = Signal(8)
         lut = group_index_lut(G)
         last_plane = plane + 1 == planes
         w_payload = Signal.like(engine.weights.payload)
         for r in range(R):
+            staged = Mux(e_buf, stage[1][r], stage[0][r])
             # this segment's slots of channel j0 + r
             seg_bits = Signal(4 * line, name=f"seg_bits_{r}")
             with m.If(slot4):
-                m.d.comb += seg_bits.eq(stage[r].word_select(s[0], 4 * line))
+                m.d.comb += seg_bits.eq(staged.word_select(s[0], 4 * line))
             with m.Else():
-                m.d.comb += seg_bits.eq(stage[r].word_select(s, 2 * line))
+                m.d.comb += seg_bits.eq(staged.word_select(s, 2 * line))
             for u in range(P):
                 codes = []
                 for g in range(G):
@@ -354,79 +449,39 @@ class TlmmGemmUnit(wiring.Component):
                         if magnitude or sign:
                             with m.Case(word):
                                 m.d.comb += [index.magnitude.eq(magnitude), index.sign.eq(sign)]
-        m.d.comb += engine.weights.payload.eq(w_payload)
+        m.d.comb += [engine.weights.payload.eq(w_payload),
+                     engine.weights.valid.eq(e_active & full.bit_select(e_buf, 1))]
+        w_fire = engine.weights.valid & engine.weights.ready
+        with m.If(w_fire):
+            m.d.sync += plane.eq(plane + 1)
+            with m.If(last_plane):
+                m.d.sync += [plane.eq(0), w_beat.eq(w_beat + 1)]
+                with m.If(w_beat == bps - 1):
+                    # segment done
+                    m.d.sync += [w_beat.eq(0), e_seg.eq(e_seg + 1), s.eq(s + 1)]
+                    block_end = e_seg + 1 == n_seg
+                    with m.If(block_end | (s == spl_last)):
+                        # the staged line is used up
+                        m.d.sync += [full.bit_select(e_buf, 1).eq(0), e_buf.eq(~e_buf), s.eq(0)]
+                    with m.If(block_end):
+                        m.d.sync += e_seg.eq(0)
+                        with m.If(next_block(e_j0, e_i)):
+                            m.d.sync += e_active.eq(0)
 
-        # -- sequencer ------------------------------------------------------------------------
-        m.d.comb += [
-            engine.cmd.payload.beats.eq(n_seg * bps),
-            engine.cmd.payload.planes.eq(planes),
-        ]
-        seq_active = Signal()
-        with m.FSM(name="tlmm_sequencer"):
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.sync += [seq_active.eq(1), i.eq(0), j0.eq(0),
-                                 a_base.eq(self.tile.payload.inp),
-                                 w_blk.eq(self.tile.payload.wgt)]
-                    m.next = "BLOCK"
-
-            # one engine command per (activation row, block of R channels)
-            with m.State("BLOCK"):
-                m.d.comb += engine.cmd.valid.eq(1)
-                with m.If(engine.cmd.ready):
-                    m.d.sync += [seg.eq(0), s.eq(0), wl.eq(0), rem.eq(tile.k),
-                                 fill.eq(0), fill_ptr.eq(w_blk)]
-                    m.next = "FILL"
-
-            # stage WGT line ``wl`` of each of the R channels (data one cycle after address)
-            with m.State("FILL"):
-                m.d.sync += [fill.eq(fill + 1), fill_ptr.eq(fill_ptr + tile.w_row)]
-                with m.Switch(fill):
-                    for r in range(R):
-                        with m.Case(r + 1):
-                            m.d.sync += stage[r].eq(self.wgt_data)
-                with m.If(fill == R):
-                    m.d.sync += [act_beat.eq(0), w_beat.eq(0), plane.eq(0)]
-                    m.next = "EMIT"
-
-            # the segment's activation and weight beats; the engine orders them internally
-            with m.State("EMIT"):
-                m.d.comb += [engine.act.valid.eq(act_beat != bps),
-                             engine.weights.valid.eq(w_beat != bps)]
-                with m.If(engine.act.valid & engine.act.ready):
-                    m.d.sync += act_beat.eq(act_beat + 1)
-                with m.If(engine.weights.valid & engine.weights.ready):
-                    with m.If(last_plane):
-                        m.d.sync += [plane.eq(0), w_beat.eq(w_beat + 1)]
-                    with m.Else():
-                        m.d.sync += plane.eq(plane + 1)
-                with m.If((act_beat == bps) & (w_beat == bps)):
-                    last_s = Mux(slot4, s == 1, s == 3)
-                    m.d.sync += [seg.eq(seg + 1), rem.eq(rem - line), s.eq(s + 1),
-                                 act_beat.eq(0), w_beat.eq(0), plane.eq(0)]
-                    with m.If(seg + 1 == n_seg):
-                        # block done: next channel block, or next activation row
-                        m.d.sync += [j0.eq(j0 + R), w_blk.eq(w_blk + R * tile.w_row)]
-                        with m.If(j0 + R >= tile.n):
-                            m.d.sync += [j0.eq(0), i.eq(i + 1), a_base.eq(a_base + tile.a_row),
-                                         w_blk.eq(tile.wgt)]
-                            with m.If(i + 1 == tile.m):
-                                m.d.sync += seq_active.eq(0)
-                                m.next = "IDLE"
-                            with m.Else():
-                                m.next = "BLOCK"
-                        with m.Else():
-                            m.next = "BLOCK"
-                    with m.Elif(last_s):
-                        m.d.sync += [s.eq(0), wl.eq(wl + 1), fill.eq(0),
-                                     fill_ptr.eq(w_blk + wl + 1)]
-                        m.next = "FILL"
-                    with m.Else():
-                        m.next = "SEGMENT"
-
-            # one cycle for the next segment's INP line to arrive
-            with m.State("SEGMENT"):
-                m.next = "EMIT"
+        # -- start ------------------------------------------------------------------------------
+        with m.If(start):
+            payload = self.tile.payload
+            m.d.sync += [
+                f_active.eq(1), f_buf.eq(0), f_row.eq(0), f_ptr.eq(payload.wgt),
+                f_line0.eq(payload.wgt), f_wl.eq(0), f_j0.eq(0), f_i.eq(0),
+                f_wblk.eq(payload.wgt), full.eq(0),
+                r_active.eq(1), r_seg.eq(0), r_rem.eq(payload.k), r_j0.eq(0), r_i.eq(0),
+                r_abase.eq(payload.inp),
+                c_active.eq(1), c_j0.eq(0), c_i.eq(0),
+                e_active.eq(1), e_buf.eq(0), e_seg.eq(0), s.eq(0), w_beat.eq(0), plane.eq(0),
+                e_j0.eq(0), e_i.eq(0),
+            ]
+        seq_active = e_active
 
         writer = _AccWriter(m, self, engine.out, R, lambda held, r: held[r], line)
         pending, _ = writer.elaborate(tile, start, self.tile.payload.acc)
