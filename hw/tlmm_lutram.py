@@ -51,7 +51,7 @@ Accumulators are as wide as :attr:`~trilobit.hw.tlmm.TlmmParams.acc_bits` (no ov
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from trilobit.hw.tlmm import TlmmParams, engine_streams, group_index_layout
@@ -191,19 +191,70 @@ class TlmmLutramEngine(wiring.Component):
         lookup_sign = Signal(R * P)
         s1_valid, s1_slot, s1_plane = Signal(), Signal(range(T)), Signal(p.plane_bits)
         s1_first, s1_last = Signal(), Signal()
+        # Table storage. When a bank fits half a RAM (G = 2) the bank is an address bit.
+        # Otherwise (G = 3: 14 entries, 16 deep) each bank has its own RAMs for the low
+        # entry bits, and when the remaining high bits of both banks fit one 4-bit RAM word
+        # (entry_bits mod 4 <= 2) they share it: 5 instead of 6 RAMs per copy. A write to one
+        # bank's high bits must keep the other bank's, which a per-unit shadow RAM (same
+        # contents, read at the write address) provides.
+        bank_in_address = (2 << p.magnitude_bits) <= LUTRAM_DEPTH
+        high_bits = p.entry_bits % 4
+        shared_high = not bank_in_address and 0 < high_bits <= 2
+        low_bits = p.entry_bits - high_bits if shared_high else p.entry_bits
+        bank_depth = 1 << p.magnitude_bits
         for u in range(P):
+            if shared_high:
+                shadow = Memory(shape=unsigned(2 * high_bits), depth=bank_depth, init=[])
+                m.submodules[f"high_shadow_u{u}"] = shadow
+                shadow_read = shadow.read_port(domain="comb")
+                shadow_write = shadow.write_port()
+                new_high = Value.cast(running[u])[low_bits:]
+                old_high = shadow_read.data
+                high_word = Mux(write_bank, Cat(old_high[:high_bits], new_high),
+                                Cat(new_high, old_high[high_bits:]))
+                m.d.comb += [shadow_read.addr.eq(wr_addr), shadow_write.addr.eq(wr_addr),
+                             shadow_write.en.eq(building), shadow_write.data.eq(high_word)]
             for r in range(R):
-                table = Memory(shape=signed(p.entry_bits), depth=2 << p.magnitude_bits,
-                               init=[])
-                m.submodules[f"table_u{u}_r{r}"] = table
-                write = table.write_port()
-                m.d.comb += [write.en.eq(building), write.addr.eq(Cat(wr_addr, write_bank)),
-                             write.data.eq(running[u])]
                 index = weights.payload[r * P + u]
-                read = table.read_port(domain="comb")
-                m.d.comb += read.addr.eq(Cat(index.magnitude, read_bank))
+                entry = Signal(signed(p.entry_bits), name=f"entry_u{u}_r{r}")
+                if bank_in_address:
+                    table = Memory(shape=signed(p.entry_bits), depth=2 << p.magnitude_bits,
+                                   init=[])
+                    m.submodules[f"table_u{u}_r{r}"] = table
+                    write = table.write_port()
+                    m.d.comb += [write.en.eq(building), write.addr.eq(Cat(wr_addr, write_bank)),
+                                 write.data.eq(running[u])]
+                    read = table.read_port(domain="comb")
+                    m.d.comb += [read.addr.eq(Cat(index.magnitude, read_bank)),
+                                 entry.eq(read.data)]
+                else:
+                    low = []
+                    for bank in range(2):
+                        table = Memory(shape=unsigned(low_bits), depth=bank_depth, init=[])
+                        m.submodules[f"table_u{u}_r{r}_bank{bank}"] = table
+                        write = table.write_port()
+                        m.d.comb += [write.en.eq(building & (write_bank == bank)),
+                                     write.addr.eq(wr_addr),
+                                     write.data.eq(Value.cast(running[u])[:low_bits])]
+                        read = table.read_port(domain="comb")
+                        m.d.comb += read.addr.eq(index.magnitude)
+                        low.append(read.data)
+                    if shared_high:
+                        high = Memory(shape=unsigned(2 * high_bits), depth=bank_depth,
+                                      init=[])
+                        m.submodules[f"table_u{u}_r{r}_high"] = high
+                        write = high.write_port()
+                        m.d.comb += [write.en.eq(building), write.addr.eq(wr_addr),
+                                     write.data.eq(high_word)]
+                        read = high.read_port(domain="comb")
+                        m.d.comb += [read.addr.eq(index.magnitude),
+                                     entry.eq(Mux(read_bank,
+                                                  Cat(low[1], read.data[high_bits:]),
+                                                  Cat(low[0], read.data[:high_bits])))]
+                    else:
+                        m.d.comb += entry.eq(Mux(read_bank, low[1], low[0]))
                 with m.If(w_fire):
-                    ones = read.data ^ index.sign.replicate(p.entry_bits)
+                    ones = entry ^ index.sign.replicate(p.entry_bits)
                     m.d.sync += [lookup[r * P + u].eq(ones),
                                  lookup_sign[r * P + u].eq(index.sign)]
         m.d.sync += [s1_valid.eq(w_fire), s1_slot.eq(slot), s1_plane.eq(plane),
@@ -226,16 +277,26 @@ class TlmmLutramEngine(wiring.Component):
                      s2_last.eq(s1_last)]
 
         # ---- stage 3: accumulate in the slot's RAM word, finished rows to ``out`` ------
-        accumulators = Memory(shape=data.ArrayLayout(signed(p.acc_bits), R), depth=T, init=[])
+        # With T < 16 the RAM has a spare word that is never written and stays 0: the first
+        # beat of a command reads it instead of the slot, which clears the accumulator for
+        # the price of a 4-bit address multiplexer instead of an R * acc_bits-bit one.
+        zero_slot = T if T < LUTRAM_DEPTH else None
+        accumulators = Memory(shape=data.ArrayLayout(signed(p.acc_bits), R),
+                              depth=T + (zero_slot is not None), init=[])
         m.submodules.accumulators = accumulators
         acc_read = accumulators.read_port(domain="comb")
         acc_write = accumulators.write_port()
         updated = Signal(data.ArrayLayout(signed(p.acc_bits), R))
-        m.d.comb += [acc_read.addr.eq(s2_slot), acc_write.addr.eq(s2_slot),
-                     acc_write.en.eq(s2_valid), acc_write.data.eq(updated)]
+        m.d.comb += [acc_write.addr.eq(s2_slot), acc_write.en.eq(s2_valid),
+                     acc_write.data.eq(updated)]
+        if zero_slot is not None:
+            m.d.comb += acc_read.addr.eq(Mux(s2_first, zero_slot, s2_slot))
+        else:
+            m.d.comb += acc_read.addr.eq(s2_slot)
         for r in range(R):
-            m.d.comb += updated[r].eq(
-                add_with_carry(Mux(s2_first, 0, acc_read.data[r]), partial[r], partial_carry[r]))
+            previous = acc_read.data[r] if zero_slot is not None else Mux(s2_first, 0,
+                                                                          acc_read.data[r])
+            m.d.comb += updated[r].eq(add_with_carry(previous, partial[r], partial_carry[r]))
 
         # One output register (flip-flops only). A weight beat that finishes rows is accepted
         # only when no finished beat is in flight or waiting (``pending``), so the datapath
