@@ -321,3 +321,18 @@ def test_units_of_the_small_preset_run_back_to_back_tiles():
                                   [first, (first[0], second_fields, wrap_int32(doubled))])
             np.testing.assert_array_equal(results[0], first[2], err_msg=fmt.name)
             np.testing.assert_array_equal(results[1], wrap_int32(doubled), err_msg=fmt.name)
+
+
+@pytest.mark.parametrize("fmt", TLMM_FORMATS, ids=lambda f: f.name)
+def test_tlmm_unit_keeps_the_engine_fed(fmt):
+    """Staging (double-buffered) and the activation queue keep up with the engine: a GEMV
+    takes close to one cycle per weight beat, counted here from the ISA shape."""
+    config = preset("small")
+    t, line = config.tlmm, config.line_bytes
+    m, n, k = 1, 2 * t.rows, 32 * line
+    planes = {WeightEncoding.TERNARY: 1, WeightEncoding.INT2: 2, WeightEncoding.INT4: 4}[fmt]
+    beats = m * -(-n // t.rows) * -(-k // line) * -(-line // (t.group_size * t.units)) * planes
+    case = make_case(config, fmt, m, n, k, np.random.default_rng(21))
+    results, cycles = run_unit(TlmmGemmUnit, config, [case], stall_prob=0)
+    np.testing.assert_array_equal(results[0], case[2])
+    assert cycles[0] <= 1.3 * beats + 3 * t.rows, (cycles[0], beats)
