@@ -185,6 +185,16 @@ def unit_signature(width: int) -> dict:
     }
 
 
+def _next_block(m: Module, tile, block: int, j0, i, on_row_end=()):
+    """Advance a (activation row ``i``, first channel ``j0``) counter pair by one block of
+    ``block`` channels; returns the condition "that was the instruction's last block"."""
+    done = (j0 + block >= tile.n) & (i + 1 == tile.m)
+    m.d.sync += j0.eq(j0 + block)
+    with m.If(j0 + block >= tile.n):
+        m.d.sync += [j0.eq(0), i.eq(i + 1), *on_row_end]
+    return done
+
+
 class _AccWriter:
     """Adds an engine's result blocks into ACC, one int32 entry per cycle (read, then write).
 
@@ -293,13 +303,7 @@ class TlmmGemmUnit(wiring.Component):
         spl_last = Mux(slot4, 1, 3)  # last segment index within a WGT line
 
         def next_block(j0, i, on_row_end=()):
-            """Advance a (row ``i``, channel block ``j0``) counter pair to the next block;
-            returns the condition "that was the instruction's last block"."""
-            done = (j0 + R >= tile.n) & (i + 1 == tile.m)
-            m.d.sync += j0.eq(j0 + R)
-            with m.If(j0 + R >= tile.n):
-                m.d.sync += [j0.eq(0), i.eq(i + 1), *on_row_end]
-            return done
+            return _next_block(m, tile, R, j0, i, on_row_end)
 
         # -- filler: stages WGT line ``wl`` of the R channels of a block into one of two
         # staging buffers (double buffered: the next line is read while the other is emitted)
@@ -509,7 +513,6 @@ class BitSerialGemmUnit(wiring.Component):
         lb = _log2(line)
         W, C, gs = p.width, p.columns, p.group_size
         lw, lgs = _log2(W), _log2(gs)
-        cpg = gs // W  # chunks per group
         m.submodules.engine = engine = BitSerialEngine(p)
 
         tile = Signal(GEMM_TILE)
@@ -531,134 +534,182 @@ class BitSerialGemmUnit(wiring.Component):
                 with m.Case(int(enc)):
                     m.d.comb += [fmt.eq(int(wf)), code_mask.eq((1 << enc.code_bits) - 1)]
 
-        i = Signal(8)
-        j0 = Signal(13)
-        a_base = Signal(17)
-        w_blk = Signal(17)  # WGT line of channel j0's weights
-        m_blk = Signal(17)  # WGT line of channel j0's metadata
-        t = Signal(17)  # first input channel of the current chunk
-        rem = Signal(signed(18))  # k - t
-        group = Signal(17)
-        chunk = Signal(range(cpg + 1))
-        staged_wl = Signal(17)
-        staged = Signal()
-        fill = Signal(range(C + 1))
-        fill_ptr = Signal(17)
-        stage = [Signal(width, name=f"stage_{c}") for c in range(C)]
+        def next_block(j0, i, on_row_end=()):
+            return _next_block(m, tile, C, j0, i, on_row_end)
+
+        # Per block: chunks of W channels over whole groups (a partial last group is padded).
+        padded_k = Signal(18)
+        n_lines = Signal(17)  # INP lines per block
+        n_wlines = Signal(17)  # staged WGT lines per block
+        m.d.comb += [
+            padded_k.eq(n_groups << lgs),
+            n_lines.eq((padded_k + line - 1) >> lb),
+            n_wlines.eq(Mux(slot8, n_lines, (padded_k + 2 * line - 1) >> (lb + 1))),
+        ]
+
+        # -- metadata: per group read the C channels' bytes (or use 0 / 1), send a beat ------
+        q_active = Signal()
+        q_group = Signal(17)
+        q_col = Signal(range(C + 1))
+        q_ptr = Signal(17)  # metadata line of (channel j0 + q_col, group q_group)
+        q_mblk = Signal(17)  # metadata line of channel j0, group 0
+        q_j0 = Signal(13)
+        q_i = Signal(8)
+        q_have = Signal()
+        q_write = Signal()
+        q_write_col = Signal(range(C))
+        q_write_sel = Signal(max(lb - 1, 1))
         type_ids = [Signal(2, name=f"type_id_{c}") for c in range(C)]
         scales = [Signal(SCALE_BITS, name=f"scale_{c}") for c in range(C)]
-
-        # WGT line (within a channel's row) holding chunk t's codes.
-        wl = Signal(17)
-        m.d.comb += wl.eq(Mux(slot8, t >> lb, t >> (lb + 1)))
-        m.d.comb += [self.inp_addr.eq(a_base + (t >> lb)), self.wgt_addr.eq(fill_ptr),
-                     self.meta_addr.eq(fill_ptr)]
-
-        # -- activation chunk: W bytes of the INP line, zero past k -------------------------
-        chunks_per_line = line // W
-        act_word = self.inp_data.word_select(t[lw:lb], 8 * W) if chunks_per_line > 1 \
-            else self.inp_data
-        for d in range(W):
-            byte = act_word[8 * d: 8 * d + 8].as_signed()
-            m.d.comb += engine.act.payload[0][d].eq(Mux(rem > d, byte, 0))
-
-        # -- weight chunk: per column W codes of the staged line, masked to the code bits ---
-        for c in range(C):
-            word8 = stage[c].word_select(t[lw:lb], 8 * W) if chunks_per_line > 1 else stage[c]
-            word4 = stage[c].word_select(t[lw:lb + 1], 4 * W)
-            for d in range(W):
-                code = Mux(slot8, word8[8 * d: 8 * d + 8], word4[4 * d: 4 * d + 4])
-                m.d.comb += engine.weights.payload[c][d].eq(code & code_mask)
-
-        # -- metadata beat ---------------------------------------------------------------------
-        m.d.comb += [engine.meta.payload.fmt.eq(fmt),
-                     engine.meta.payload.last.eq(group + 1 == n_groups)]
+        m.d.comb += self.meta_addr.eq(q_ptr)
+        meta_word = self.meta_data.word_select(q_write_sel, 16) if lb > 1 \
+            else self.meta_data[:16]
+        m.d.sync += q_write.eq(0)
+        with m.If(q_write):
+            for c in range(C):
+                with m.If(q_write_col == c):
+                    m.d.sync += [type_ids[c].eq(meta_word[0:2]), scales[c].eq(meta_word[8:16])]
+        with m.If(q_active & ~q_have):
+            with m.If(~tile.meta):
+                m.d.sync += [t.eq(0) for t in type_ids]
+                m.d.sync += [sc.eq(1) for sc in scales]
+                m.d.sync += q_have.eq(1)
+            with m.Elif(q_col < C):
+                m.d.sync += [q_write.eq(1), q_write_col.eq(q_col),
+                             q_write_sel.eq(q_group[: max(lb - 1, 1)]),
+                             q_col.eq(q_col + 1), q_ptr.eq(q_ptr + tile.m_row)]
+            with m.Elif(~q_write):
+                m.d.sync += q_have.eq(1)
+        m.d.comb += [engine.meta.valid.eq(q_have),
+                     engine.meta.payload.fmt.eq(fmt),
+                     engine.meta.payload.last.eq(q_group + 1 == n_groups)]
         for c in range(C):
             m.d.comb += [engine.meta.payload.cols[c].type_id.eq(type_ids[c]),
                          engine.meta.payload.cols[c].scale.eq(scales[c])]
-        meta_word = self.meta_data.word_select(group[: max(lb - 1, 1)], 16) if lb > 1 \
-            else self.meta_data[:16]
+        with m.If(engine.meta.valid & engine.meta.ready):
+            next_line = q_mblk + (((q_group + 1) << 1) >> lb)
+            m.d.sync += [q_have.eq(0), q_col.eq(0), q_group.eq(q_group + 1),
+                         q_ptr.eq(next_line)]
+            with m.If(q_group + 1 == n_groups):
+                next_mblk = q_mblk + C * tile.m_row
+                m.d.sync += [q_group.eq(0), q_mblk.eq(next_mblk), q_ptr.eq(next_mblk)]
+                with m.If(next_block(q_j0, q_i, on_row_end=[q_mblk.eq(tile.meta_line),
+                                                           q_ptr.eq(tile.meta_line)])):
+                    m.d.sync += q_active.eq(0)
 
-        seq_active = Signal()
-        with m.FSM(name="bitserial_sequencer"):
-            with m.State("IDLE"):
-                with m.If(start):
-                    m.d.sync += [seq_active.eq(1), i.eq(0), j0.eq(0),
-                                 a_base.eq(self.tile.payload.inp),
-                                 w_blk.eq(self.tile.payload.wgt),
-                                 m_blk.eq(self.tile.payload.meta_line)]
-                    m.next = "BLOCK"
+        # -- filler: WGT lines of the C channels, double buffered ---------------------------
+        stage = [[Signal(width, name=f"stage{b}_{c}") for c in range(C)] for b in range(2)]
+        full = Signal(2)
+        f_active = Signal()
+        f_buf = Signal()
+        f_row = Signal(range(C + 1))
+        f_ptr = Signal(17)
+        f_line0 = Signal(17)
+        f_wl = Signal(17)
+        f_j0 = Signal(13)
+        f_i = Signal(8)
+        f_wblk = Signal(17)
+        f_write = Signal()
+        f_write_buf = Signal()
+        f_write_row = Signal(range(C))
+        m.d.comb += self.wgt_addr.eq(f_ptr)
+        m.d.sync += f_write.eq(0)
+        with m.If(f_write):
+            for b in range(2):
+                for c in range(C):
+                    with m.If((f_write_buf == b) & (f_write_row == c)):
+                        m.d.sync += stage[b][c].eq(self.wgt_data)
+        with m.If(f_active & (f_row < C) & ~full.bit_select(f_buf, 1)):
+            m.d.sync += [f_write.eq(1), f_write_buf.eq(f_buf), f_write_row.eq(f_row),
+                         f_row.eq(f_row + 1), f_ptr.eq(f_ptr + tile.w_row)]
+        with m.If(f_write & (f_write_row == C - 1)):
+            m.d.sync += [full.bit_select(f_write_buf, 1).eq(1), f_buf.eq(~f_buf), f_row.eq(0),
+                         f_wl.eq(f_wl + 1), f_ptr.eq(f_line0 + 1), f_line0.eq(f_line0 + 1)]
+            with m.If(f_wl + 1 == n_wlines):
+                next_wblk = f_wblk + C * tile.w_row
+                m.d.sync += [f_wl.eq(0), f_wblk.eq(next_wblk), f_ptr.eq(next_wblk),
+                             f_line0.eq(next_wblk)]
+                with m.If(next_block(f_j0, f_i, on_row_end=[f_wblk.eq(tile.wgt),
+                                                           f_ptr.eq(tile.wgt),
+                                                           f_line0.eq(tile.wgt)])):
+                    m.d.sync += f_active.eq(0)
 
-            # a job per (activation row, block of C channels)
-            with m.State("BLOCK"):
-                m.d.sync += [t.eq(0), rem.eq(tile.k), group.eq(0), chunk.eq(0), staged.eq(0),
-                             fill.eq(0), fill_ptr.eq(m_blk)]
-                m.next = "META"
+        # -- INP reader: the activation row's lines, once per block, into a 2-line queue ----
+        m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=2)
+        r_active = Signal()
+        r_line = Signal(17)
+        r_j0 = Signal(13)
+        r_i = Signal(8)
+        r_abase = Signal(17)
+        r_inflight = Signal()
+        m.d.comb += self.inp_addr.eq(r_abase + r_line)
+        # a read is issued only if its line will find room in the queue a cycle later
+        r_issue = r_active & (act_lines.level + r_inflight < 2)
+        m.d.sync += r_inflight.eq(r_issue)
+        with m.If(r_issue):
+            m.d.sync += r_line.eq(r_line + 1)
+            with m.If(r_line + 1 == n_lines):
+                m.d.sync += r_line.eq(0)
+                with m.If(next_block(r_j0, r_i, on_row_end=[r_abase.eq(r_abase + tile.a_row)])):
+                    m.d.sync += r_active.eq(0)
+        m.d.comb += [act_lines.w_en.eq(r_inflight), act_lines.w_data.eq(self.inp_data)]
 
-            # read the group's metadata of the C channels (2 bytes each), or use 0 / 1
-            with m.State("META"):
-                with m.If(tile.meta):
-                    m.d.sync += [fill.eq(fill + 1), fill_ptr.eq(fill_ptr + tile.m_row)]
-                    with m.Switch(fill):
-                        for c in range(C):
-                            with m.Case(c + 1):
-                                m.d.sync += [type_ids[c].eq(meta_word[0:2]),
-                                             scales[c].eq(meta_word[8:16])]
-                    with m.If(fill == C):
-                        m.next = "META_SEND"
-                with m.Else():
-                    m.d.sync += [type_ids[c].eq(0) for c in range(C)]
-                    m.d.sync += [scales[c].eq(1) for c in range(C)]
-                    m.next = "META_SEND"
+        # -- chunks: W activations of the queued line and W codes per staged column ----------
+        e_active = Signal()
+        e_t = Signal(18)  # first input channel of the chunk, within the block
+        e_rem = Signal(signed(19))  # k - e_t
+        e_buf = Signal()
+        e_j0 = Signal(13)
+        e_i = Signal(8)
+        a_have = Signal()
+        a_line = Signal(8 * line)
+        chunks_per_line = line // W
+        act_word = a_line.word_select(e_t[lw:lb], 8 * W) if chunks_per_line > 1 else a_line
+        for d in range(W):
+            byte = act_word[8 * d: 8 * d + 8].as_signed()
+            m.d.comb += engine.act.payload[0][d].eq(Mux(e_rem > d, byte, 0))
+        for c in range(C):
+            staged = Mux(e_buf, stage[1][c], stage[0][c])
+            word8 = staged.word_select(e_t[lw:lb], 8 * W) if chunks_per_line > 1 else staged
+            word4 = staged.word_select(e_t[lw:lb + 1], 4 * W)
+            for d in range(W):
+                code = Mux(slot8, word8[8 * d: 8 * d + 8], word4[4 * d: 4 * d + 4])
+                m.d.comb += engine.weights.payload[c][d].eq(code & code_mask)
+        ready_to_send = e_active & a_have & full.bit_select(e_buf, 1)
+        m.d.comb += [engine.act.valid.eq(ready_to_send), engine.weights.valid.eq(ready_to_send)]
+        fire = engine.act.valid & engine.act.ready
+        last_in_line = e_t[lw:lb] == chunks_per_line - 1 if chunks_per_line > 1 else 1
+        last_in_wline = Mux(slot8, last_in_line, e_t[lw:lb + 1] == 2 * chunks_per_line - 1)
+        block_end = e_t + W == padded_k
+        m.d.comb += act_lines.r_en.eq((~a_have | (fire & (last_in_line | block_end)))
+                                      & act_lines.r_rdy)
+        with m.If(act_lines.r_en):
+            m.d.sync += [a_have.eq(1), a_line.eq(act_lines.r_data)]
+        with m.Elif(fire & (last_in_line | block_end)):
+            m.d.sync += a_have.eq(0)
+        with m.If(fire):
+            m.d.sync += [e_t.eq(e_t + W), e_rem.eq(e_rem - W)]
+            with m.If(last_in_wline | block_end):
+                m.d.sync += [full.bit_select(e_buf, 1).eq(0), e_buf.eq(~e_buf)]
+            with m.If(block_end):
+                m.d.sync += [e_t.eq(0), e_rem.eq(tile.k)]
+                with m.If(next_block(e_j0, e_i)):
+                    m.d.sync += e_active.eq(0)
 
-            with m.State("META_SEND"):
-                m.d.comb += engine.meta.valid.eq(1)
-                with m.If(engine.meta.ready):
-                    m.next = "CHUNK"
-
-            # stage the chunk's WGT line if needed; also the cycle the INP line arrives in
-            with m.State("CHUNK"):
-                with m.If(~staged | (staged_wl != wl)):
-                    m.d.sync += [fill.eq(0), fill_ptr.eq(w_blk + wl), staged_wl.eq(wl),
-                                 staged.eq(1)]
-                    m.next = "FILL"
-                with m.Else():
-                    m.next = "SEND"
-
-            with m.State("FILL"):
-                m.d.sync += [fill.eq(fill + 1), fill_ptr.eq(fill_ptr + tile.w_row)]
-                with m.Switch(fill):
-                    for c in range(C):
-                        with m.Case(c + 1):
-                            m.d.sync += stage[c].eq(self.wgt_data)
-                with m.If(fill == C):
-                    m.next = "SEND"
-
-            with m.State("SEND"):
-                m.d.comb += [engine.act.valid.eq(1), engine.weights.valid.eq(1)]
-                with m.If(engine.act.ready):
-                    m.d.sync += [t.eq(t + W), rem.eq(rem - W), chunk.eq(chunk + 1)]
-                    with m.If(chunk + 1 == cpg):
-                        m.d.sync += [chunk.eq(0), group.eq(group + 1), fill.eq(0),
-                                     fill_ptr.eq(m_blk + (((group + 1) << 1) >> lb))]
-                        with m.If(group + 1 == n_groups):
-                            m.d.sync += [j0.eq(j0 + C), w_blk.eq(w_blk + C * tile.w_row),
-                                         m_blk.eq(m_blk + C * tile.m_row)]
-                            with m.If(j0 + C >= tile.n):
-                                m.d.sync += [j0.eq(0), i.eq(i + 1),
-                                             a_base.eq(a_base + tile.a_row),
-                                             w_blk.eq(tile.wgt), m_blk.eq(tile.meta_line)]
-                                with m.If(i + 1 == tile.m):
-                                    m.d.sync += seq_active.eq(0)
-                                    m.next = "IDLE"
-                                with m.Else():
-                                    m.next = "BLOCK"
-                            with m.Else():
-                                m.next = "BLOCK"
-                        with m.Else():
-                            m.next = "META"
-                    with m.Else():
-                        m.next = "CHUNK"
+        # -- start ------------------------------------------------------------------------------
+        with m.If(start):
+            payload = self.tile.payload
+            m.d.sync += [
+                q_active.eq(1), q_group.eq(0), q_col.eq(0), q_ptr.eq(payload.meta_line),
+                q_mblk.eq(payload.meta_line), q_j0.eq(0), q_i.eq(0), q_have.eq(0),
+                f_active.eq(1), f_buf.eq(0), f_row.eq(0), f_ptr.eq(payload.wgt),
+                f_line0.eq(payload.wgt), f_wl.eq(0), f_j0.eq(0), f_i.eq(0),
+                f_wblk.eq(payload.wgt), full.eq(0),
+                r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(payload.inp),
+                e_active.eq(1), e_t.eq(0), e_rem.eq(payload.k), e_buf.eq(0), e_j0.eq(0),
+                e_i.eq(0), a_have.eq(0),
+            ]
+        seq_active = e_active
 
         writer = _AccWriter(m, self, engine.out, C, lambda held, c: held[0][c], line)
         pending, _ = writer.elaborate(tile, start, self.tile.payload.acc)
