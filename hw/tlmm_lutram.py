@@ -4,17 +4,27 @@ Same arithmetic as :class:`trilobit.hw.tlmm.TlmmEngine` (sign-halved tables of s
 ``G`` activations, indexed by :func:`trilobit.packing.ternary_group_index`, weight planes
 shift-added), but organised the way table lookup pays off on an FPGA (T-MAC / TeLLMe style):
 
-* each table lives in a LUT RAM with one asynchronous read port, so a lookup costs a few RAM
+* each table lives in LUT RAM with one asynchronous read port, so a lookup costs a few RAM
   LUTs instead of a ``table_size``:1 multiplexer of registers;
 * a LUT RAM has one write port, so a table is written one entry per cycle (``table_size``
-  cycles) into one bank while the other bank is read: two banks per RAM (double buffering);
-* to hide that build, every read port serves ``row_slots`` (T) output rows in turn, one per
-  cycle, for each group: a table stays in use for ``T * planes >= table_size`` cycles;
+  cycles) into one bank while the other bank is read (double buffering). G = 2 (5 entries):
+  both banks in one 16-deep RAM, the bank an address bit. G = 3 (14 entries): each bank has
+  its own 16-deep RAMs for the low entry bits, and both banks' 2 high bits share one more
+  (10-bit entries: 5 RAMs per table copy instead of 6);
+* to hide the build, every read port serves ``row_slots`` (T) output rows in turn, one per
+  cycle, for each group: a table is in use for ``T * planes`` cycles, and the next one is
+  ready after ``table_size + 1``;
 * the table of unit ``p`` is replicated once per read port (``rows`` copies, R), all copies
-  written together;
+  written together; the entries are written along a ternary Gray path
+  (:func:`gray_build_order`), each one the previous ± one activation, so a table costs one
+  adder to build;
+* a negative group index reads the ones' complement of the entry (one XOR per bit, in the
+  LUT that also selects the bank) and adds the missing 1 as the carry-in of an adder that
+  exists anyway (:func:`add_with_carry`): no negation adders;
 * the per-row accumulators (``T`` slots x ``R`` rows) live in one LUT RAM as well
-  (read-modify-write: read asynchronously, written back at the same address), and finished
-  rows wait in a small LUT-RAM FIFO, so nothing in the datapath stalls on ``out.ready``.
+  (read-modify-write: read asynchronously, written back at the same address); with
+  ``T < 16`` its spare word stays 0 and the first beat of a command reads it instead of
+  the slot, which clears the accumulator without a multiplexer per bit.
 
 Streams (``amaranth.lib.stream``; arrays packed element 0 in the least significant bits)
 -------------------------------------------------------------------------------------------
@@ -35,15 +45,19 @@ row_slots=T)`` produces these beats.
 
 Pipeline and throughput
 -----------------------
-``act`` beat -> hold register -> ``table_size`` cycles writing entry ``m`` (registered adder of
-``G`` selected ``±a`` terms) into the free bank of every copy -> bank full. A weight beat is
-accepted while the command's current bank is full; per cycle: asynchronous table reads ->
-lookup register -> sign and sum over units (register) -> accumulator RAM read, add, write back
-(and push to the output FIFO on the last beat and plane). Accepting a beat that finishes rows
-needs a free FIFO place counted in advance (credits), so ``out.ready`` only reaches the FIFO and
-a counter. With streams never stalling and ``T * planes >= table_size + 2`` the engine takes
-one weight beat per cycle: ``R * P * G`` ternary MACs per cycle, like the engine of equal
-``rows`` and ``units``.
+``act`` beat -> hold register -> ``table_size`` cycles writing one entry per cycle into the
+free bank of every copy -> bank full. A weight beat is accepted while the command's current
+bank is full; per cycle: asynchronous table reads (bank select, ones' complement) -> lookup
+register -> sum over units with the signs as carries (register) -> accumulator RAM read, add,
+write back; on the last beat and plane the sum also goes to the output register. The
+datapath never stalls: a weight beat that finishes rows is accepted only when no finished
+beat is in flight or waiting for ``out`` (one credit), so ``out.ready`` only reaches that
+register and a flag. With streams never stalling and ``T * planes >= table_size + 1`` (15
+for G = 3, 6 for G = 2) the engine takes one weight beat per cycle, ``R * P * G`` ternary MACs,
+except that the ``T`` finishing beats of a command are 4 cycles apart: a command takes
+``beats * planes * T + 3 * (T - 1)`` cycles (0.8 % more than the full rate for K = 4096,
+G = 3, P = 4). The first table is ready ``table_size + 1`` cycles after the first ``act``
+beat; the last output appears 3 cycles after the last weight beat.
 
 Accumulators are as wide as :attr:`~trilobit.hw.tlmm.TlmmParams.acc_bits` (no overflow for any
 ``K <= max_k``).
@@ -72,7 +86,8 @@ class TlmmLutramEngine(wiring.Component):
     Args:
         params: the engine parameters (``rows`` = read ports per table, R; ``units`` = P).
         row_slots: T, output rows served by each read port per group (1..16); choose
-            ``T >= table_size + 2`` (16 for G = 3, 7 or more for G = 2) to hide the table build.
+            ``T >= table_size + 1`` (15 for G = 3, 6 or more for G = 2) to hide the table
+            build, and ``T < 16`` to clear accumulators through the spare RAM word.
     """
 
     def __init__(self, params: TlmmParams, row_slots: int = LUTRAM_DEPTH):
