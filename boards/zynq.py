@@ -92,15 +92,16 @@ report_utilization -file $here/utilization_vivado.txt
 """
 
 
-_STAT_CELL = re.compile(r"^\s+(\S+)\s+(\d+)\s*$", re.M)
+#: A cell line of yosys ``stat``: count, then cell type.
+_STAT_CELL = re.compile(r"^\s+(\d+)\s+(\S+)\s*$", re.M)
 #: Available resources of the Zynq parts (LUT, FF, BRAM36, DSP) for the estimate table.
 _AVAILABLE = {"xc7z020clg400-1": {"LUT": 53200, "FF": 106400, "RAMB36": 140, "DSP": 220},
               "xck26-sfvc784-2LV-c": {"LUT": 117120, "FF": 234240, "RAMB36": 144,
                                       "DSP": 1248}}
 
 
-def _estimate(stat: str, part: str) -> dict[str, tuple[int, int]]:
-    cells = {name: int(count) for name, count in _STAT_CELL.findall(stat)}
+def estimate_from_stat(stat: str, part: str) -> dict[str, tuple[int, int]]:
+    cells = {name: int(count) for count, name in _STAT_CELL.findall(stat)}
     luts = sum(v for k, v in cells.items() if re.fullmatch(r"LUT[1-6]", k))
     ffs = sum(v for k, v in cells.items() if re.fullmatch(r"FD[A-Z]*", k))
     bram = cells.get("RAMB36E1", 0) + cells.get("RAMB36E2", 0) + (
@@ -137,12 +138,12 @@ def build_zynq(board: BoardPreset, out: Path,
         family = "xcup" if board.family == "zynqmp" else "xc7"
         done = subprocess.run(
             [yowasp_env()["YOSYS"], "-q", "-l", "yosys.log", "-p",
-             f"read_verilog {TOP}.v; synth_xilinx -family {family} -top {TOP}; "
+             f"read_verilog {TOP}.v; synth_xilinx -flatten -family {family} -top {TOP}; "
              f"tee -o stat.txt stat"], cwd=out, capture_output=True, text=True)
         if done.returncode:
             raise ToolchainError(f"{board.name}: yosys synth_xilinx failed; log "
                                  f"{out / 'yosys.log'}\n{done.stderr[-2000:]}")
-        utilization = _estimate((out / "stat.txt").read_text(), board.part)
+        utilization = estimate_from_stat((out / "stat.txt").read_text(), board.part)
         files += ["stat.txt", "yosys.log"]
     return {"board": board.name, "files": files, "note": VIVADO_NOTE,
             "utilization": {k: list(v) for k, v in utilization.items()},

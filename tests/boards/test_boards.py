@@ -155,3 +155,26 @@ def test_timing_error_says_by_how_many_mhz():
         "orangecrab: misses timing: Fmax 11.0 MHz < accelerator clock 48.0 MHz "
         "(short by 37.0 MHz)")
     assert timing_error(board, 11.4, 8.0) is None
+
+
+def test_xilinx_estimate_reads_yosys_stat_cells():
+    from trilobit.boards.zynq import estimate_from_stat
+
+    stat = """
+=== trilobit_axi ===
+   Number of cells:               9000
+       33   DSP48E1
+     1581   FDRE
+        1   FDSE
+     1506   LUT2
+      774   LUT6
+       17   RAMB36E1
+        4   RAMB18E1
+       22   RAM32M
+"""
+    estimate = estimate_from_stat(stat, "xc7z020clg400-1")
+    assert estimate["LUT"] == (1506 + 774, 53200)
+    assert estimate["FF"] == (1582, 106400)
+    assert estimate["RAMB36"] == (19, 140)  # two RAMB18 make one RAMB36
+    assert estimate["DSP"] == (33, 220)
+    assert estimate["LUTRAM cells"][0] == 22
