@@ -289,3 +289,27 @@ def test_bridge_times_out_with_a_clear_message_when_nothing_answers():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_pynq_style_mmio_and_allocate_over_fake_files(board, tmp_path):
+    from trilobit.sw.driver.pynq_compat import MMIO, Allocator
+
+    fake_mem = tmp_path / "mem"
+    fake_mem.write_bytes(bytes(2 * 4096))
+    csr = MMIO(4096, 4096, path=fake_mem)
+    csr.write(REGISTERS["WATCHDOG"], 0x1_2345_6789)  # 32-bit register: high bits dropped
+    assert csr.read(REGISTERS["WATCHDOG"]) == 0x2345_6789
+    assert fake_mem.read_bytes()[4096 + REGISTERS["WATCHDOG"]:][:4] == b"\x89\x67\x45\x23"
+    csr.close()
+
+    allocator = Allocator("udmabuf0", dev=board.dev, sysfs=board.sys / "u-dma-buf")
+    first = allocator.allocate((3,), "int8")
+    second = allocator.allocate((2, 2), "int32")
+    assert first.physical_address == PHYS and second.physical_address == PHYS + 64
+    second[:] = [[1, -2], [3, -4]]
+    raw = (board.dev / "udmabuf0").read_bytes()[64:80]
+    assert np.frombuffer(raw, "<i4").tolist() == [1, -2, 3, -4]
+    with pytest.raises(BackendError, match="do not fit"):
+        allocator.allocate((DMA_BYTES,), "uint8")
+    del first, second
+    allocator.close()
