@@ -336,3 +336,33 @@ def test_tlmm_unit_keeps_the_engine_fed(fmt):
     results, cycles = run_unit(TlmmGemmUnit, config, [case], stall_prob=0)
     np.testing.assert_array_equal(results[0], case[2])
     assert cycles[0] <= 1.3 * beats + 3 * t.rows, (cycles[0], beats)
+
+
+@pytest.mark.parametrize("unit_class,fmt", [(TlmmGemmUnit, WeightEncoding.INT4),
+                                            (BitSerialGemmUnit, WeightEncoding.INT8)],
+                         ids=["tlmm-int4", "bitserial-int8"])
+def test_units_at_the_largest_k_with_extreme_values(unit_class, fmt):
+    """k = 65535 (the ISA maximum) with activations -128/127 and the largest weights: the
+    engine accumulators hold the exact sum and ACC keeps its low 32 bits."""
+    config = small_tlmm(group_size=4, rows=2, units=2, mem_width=128) if unit_class is \
+        TlmmGemmUnit else small_bitserial(rows=2, lanes=16, group_size=1024, mem_width=128)
+    rng = np.random.default_rng(31)
+    case = make_case(config, fmt, 1, 2, 65535, rng, meta=unit_class is BitSerialGemmUnit,
+                     accumulate=True, extreme="max")
+    results, _ = run_unit(unit_class, config, [case], max_cycles=1_000_000)
+    np.testing.assert_array_equal(results[0], case[2])
+
+
+@pytest.mark.parametrize("k", [1, 16, 17])
+def test_units_at_tiny_and_line_sized_k(k):
+    rng = np.random.default_rng(k)
+    for unit_class, config, fmt in [
+        (TlmmGemmUnit, small_tlmm(group_size=3, rows=2, units=2, mem_width=128),
+         WeightEncoding.TERNARY),
+        (BitSerialGemmUnit, small_bitserial(rows=2, lanes=8, group_size=16, mem_width=128),
+         WeightEncoding.FP4),
+    ]:
+        case = make_case(config, fmt, 2, 3, k, rng, meta=unit_class is BitSerialGemmUnit,
+                         accumulate=True)
+        results, _ = run_unit(unit_class, config, [case])
+        np.testing.assert_array_equal(results[0], case[2], err_msg=unit_class.__name__)
