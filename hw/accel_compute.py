@@ -48,8 +48,20 @@ format's code bits. A partial last group is completed with zero activations.
 
 Timing (cycles; ``line`` bytes per buffer line)
 -----------------------------------------------
-Staging reads ``R`` (or ``C``) lines one per cycle. Buffer bandwidth bounds both units: one
-WGT line per cycle per channel block. The measured utilisation is in ``docs/accelerator.md``.
+Inside a unit independent processes, each counting (activation row, channel block) on its
+own, run ahead of the engine as far as their buffers allow: a *filler* stages the next WGT
+line of the block's channels into the second of two staging buffers (one read per channel
+and cycle) while the engine works from the first; an *INP reader* keeps a 2-line queue of
+activation lines; the TLMM unit issues the next engine command while the current one runs;
+the bit-serial unit reads the next group's metadata (on its own read port) while the current
+group's chunks run. So the engine is fed every cycle unless staging is slower:
+
+* TLMM: per staged line ``max(R, (8 / slot_bits) * ceil(line / (G*P)) * planes)`` cycles.
+* bit-serial: per staged line ``max(C, chunks_in_line * cycles_per_weight)`` cycles.
+
+The ACC writer adds a block's results (one entry per cycle, read then write) while the next
+block runs; ``busy`` falls two cycles after the last result entry is read. Measured figures
+are in ``docs/accelerator.md``.
 """
 
 from __future__ import annotations
@@ -274,7 +286,7 @@ class TlmmGemmUnit(wiring.Component):
         self.engine_params = tlmm_engine_params(config)
         super().__init__(unit_signature(config.mem_width))
 
-    def elaborate(self, platform) -> Module:  # noqa: C901 - one sequencer, narrated
+    def elaborate(self, platform) -> Module:  # noqa: C901 - the processes, one by one
         m = Module()
         p, line, width = self.engine_params, self.line, self.config.mem_width
         lb = _log2(line)
@@ -507,7 +519,7 @@ class BitSerialGemmUnit(wiring.Component):
         self.engine_params = bitserial_engine_params(config)
         super().__init__(unit_signature(config.mem_width))
 
-    def elaborate(self, platform) -> Module:  # noqa: C901 - one sequencer, narrated
+    def elaborate(self, platform) -> Module:  # noqa: C901 - the processes, one by one
         m = Module()
         p, line, width = self.engine_params, self.line, self.config.mem_width
         lb = _log2(line)
