@@ -159,8 +159,8 @@ class TlmmLutramEngine(wiring.Component):
         # ---- command and weight beat counters -----------------------------------------
         cmd_active = Signal()
         cmd_planes = Signal(p.plane_bits)
-        # Beats left after the current one (a down-counter: "last" is a zero test, not a
-        # comparison), and whether the current beat is the command's first.
+        # Beats left including the current one (a down-counter: "last" is a test of its upper
+        # bits, so 0 and 1 both mean last), and whether the current beat is the first.
         beats_left = Signal(p.beats_bits)
         first_beat = Signal()
         plane = Signal(p.plane_bits)
@@ -168,7 +168,7 @@ class TlmmLutramEngine(wiring.Component):
 
         last_slot = slot == T - 1
         last_plane = plane + 1 >= cmd_planes  # zero planes/beats behave as one
-        last_beat = beats_left == 0
+        last_beat = beats_left[1:] == 0
         finishes_rows = last_beat & last_plane
 
         # A finished output beat is in the pipeline or in the output register.
@@ -186,9 +186,7 @@ class TlmmLutramEngine(wiring.Component):
 
         m.d.comb += cmd.ready.eq(~cmd_active | cmd_done)
         with m.If(cmd.valid & cmd.ready):
-            # Zero beats behave as one.
-            m.d.sync += [cmd_active.eq(1),
-                         beats_left.eq(Mux(cmd.payload.beats == 0, 0, cmd.payload.beats - 1)),
+            m.d.sync += [cmd_active.eq(1), beats_left.eq(cmd.payload.beats),
                          first_beat.eq(1), cmd_planes.eq(cmd.payload.planes), plane.eq(0),
                          slot.eq(0)]
         with m.Elif(cmd_done):
