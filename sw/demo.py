@@ -3,7 +3,8 @@
 For every model in ``examples/models`` (MLP and CNN quantized by onnxruntime in QDQ,
 QOperator and dynamic forms, the BitNet-style ternary MLP, the INT4 weight-only MLPs):
 compile it for the chosen configuration, run the whole digits test set through a
-``Session`` (``golden``: the instruction-level model with its cycle model), run
+``Session`` (by default on the accelerator RTL in Verilator, cycle-accurate; ``--backend
+golden``: the instruction-level model with its cycle model), run
 onnxruntime on the same inputs, and print accuracy, whether the outputs are identical (or,
 for weight-only models, the relative error), cycles, compute utilization and the projected
 throughput at the configuration's target clock. ``--rtl-check`` first runs the Verilator
@@ -108,7 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="compile the shipped digits models, run them, compare with onnxruntime",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="small", choices=sorted(TARGET_FMAX_MHZ))
-    parser.add_argument("--backend", default="golden", choices=("golden", "verilator"))
+    parser.add_argument("--backend", default="verilator", choices=("golden", "verilator"),
+                        help="verilator: cycle-accurate RTL (default; the first run builds the "
+                             "model, about a minute); golden: the instruction-level model")
     parser.add_argument("--images", type=int, default=None,
                         help="test images per model (default: all 360)")
     parser.add_argument("--batch", type=int, default=64, help="rows per accelerator run")

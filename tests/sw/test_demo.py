@@ -18,5 +18,6 @@ def test_models_demo_rows_match_onnxruntime():
 
 
 def test_demo_command_exits_zero(capsys):
-    assert main(["demo", "--config", "tiny", "--images", "8", "--batch", "4"]) == 0
+    assert main(["demo", "--config", "tiny", "--images", "8", "--batch", "4",
+                 "--backend", "golden"]) == 0
     assert "bit-identical" in capsys.readouterr().out
