@@ -20,8 +20,8 @@ SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
 
 # (G, rows, units, row_slots, act_bits, max_k, max_planes, weight kinds, stall probability)
 CONFIGS = [
-    (3, 2, 2, 16, 8, 120, 4, ("ternary", "int4"), 0.3),
-    (2, 3, 2, 7, 8, 96, 2, ("ternary", "int2"), 0.4),
+    (3, 2, 2, 16, 8, 60, 4, ("ternary", "int4"), 0.3),
+    (2, 3, 2, 7, 8, 48, 2, ("ternary", "int2"), 0.4),
     (3, 4, 1, 14, 16, 45, 1, ("ternary",), 0.0),
     (3, 2, 3, 5, 4, 63, 3, ("int3",), 0.2),
 ]
