@@ -13,8 +13,11 @@ from pathlib import Path
 
 from trilobit.hw.tlmm import OUTPUT_LATENCY, TlmmEngine, TlmmParams
 from trilobit.hw.tlmm_baseline import TlmmBaseline
+from trilobit.hw.tlmm_lutram import LUTRAM_DEPTH, TlmmLutramEngine, lutram_ideal_cycles
 from trilobit.sim.golden_tlmm import expected_cycles
 from trilobit.sim.toolchain import verilog_for
+
+from trilobit.errors import ConfigError
 
 __all__ = ["add_generate_arguments", "params_from_args", "manifest_for", "generate_from_args"]
 
@@ -37,6 +40,13 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-planes", type=int, default=d.max_planes,
                         help="weight planes per command, 1..4 (1: ternary only, b: INT-b weights)"
                              f" (default {d.max_planes})")
+    parser.add_argument("--tables", choices=("registers", "lutram"), default="registers",
+                        help="where tables live: registers (one row per read port, one "
+                             "command = rows rows) or lutram (distributed RAM, each read port "
+                             "serves --row-slots rows in turn; the cheaper design on FPGAs)")
+    parser.add_argument("--row-slots", type=int, default=LUTRAM_DEPTH - 1,
+                        help="lutram only: rows served per read port and group, "
+                             f"1..{LUTRAM_DEPTH} (default {LUTRAM_DEPTH - 1})")
     parser.add_argument("--baseline", action="store_true",
                         help="generate the mux + adder-tree baseline with the same interface")
 
@@ -54,7 +64,7 @@ def _port(name: str, direction: str, fields: list[dict], note: str) -> dict:
         "fields": fields, "beat": note}
 
 
-def manifest_for(p: TlmmParams, baseline: bool = False) -> dict:
+def manifest_for(p: TlmmParams, baseline: bool = False, row_slots: int | None = None) -> dict:
     """Parameters, widths, ports (payload fields, least significant first) and cycle counts."""
     weight_element = (
         [{"name": "codes", "bits": 2, "count": p.group_size, "format": "plain2"}]
@@ -79,9 +89,20 @@ def manifest_for(p: TlmmParams, baseline: bool = False) -> dict:
     cycles = {}
     for planes, kind in ((1, "ternary"), (2, "int2"), (3, "int3"), (4, "int4")):
         if planes <= p.max_planes:
-            cycles[kind] = expected_cycles(p, k, n, planes)
+            cycles[kind] = (expected_cycles(p, k, n, planes) if row_slots is None
+                            else lutram_ideal_cycles(p, row_slots, k, n, planes))
+    formula = ("ceil(N/rows) * ceil(K/(G*units)) * planes + 2 + "
+               f"{OUTPUT_LATENCY} (streams never stalling)")
+    if row_slots is not None:
+        formula = (f"ceil(N/(rows*{row_slots})) * ceil(K/(G*units)) * planes * {row_slots} "
+                   "weight beats at full rate (docs/tlmm.md: LUT-RAM timing)")
+        ports[0]["beat"] = f"one per row tile of rows*{row_slots} output rows"
+        ports[2]["beat"] = (f"beats*planes*{row_slots} beats per command: beat-major, then "
+                            "plane, then slot t (rows t*rows .. t*rows+rows-1)")
+        ports[3]["beat"] = f"{row_slots} per command: beat t = rows t*rows .. t*rows+rows-1"
+    engine = "tlmm_baseline" if baseline else "tlmm" if row_slots is None else "tlmm_lutram"
     return {
-        "engine": "tlmm_baseline" if baseline else "tlmm",
+        "engine": engine,
         "toplevel": "tlmm",
         "parameters": p.as_dict(),
         "derived": {
@@ -96,8 +117,7 @@ def manifest_for(p: TlmmParams, baseline: bool = False) -> dict:
         "clock": "clk (rising edge), rst synchronous active high",
         "ports": ports,
         "cycles_per_gemv": {
-            "formula": "ceil(N/rows) * ceil(K/(G*units)) * planes + 2 + "
-                       f"{OUTPUT_LATENCY} (streams never stalling)",
+            "formula": formula,
             "K": k, "N": n, **cycles,
             "ideal_ternary": math.ceil(k * n / p.macs_per_cycle),
         },
@@ -107,11 +127,23 @@ def manifest_for(p: TlmmParams, baseline: bool = False) -> dict:
 def generate_from_args(args: argparse.Namespace) -> dict:
     """Write ``tlmm.v`` into ``args.out`` and return the manifest."""
     p = params_from_args(args)
-    design = TlmmBaseline(p) if args.baseline else TlmmEngine(p)
+    lutram = getattr(args, "tables", "registers") == "lutram"
+    row_slots = getattr(args, "row_slots", LUTRAM_DEPTH - 1) if lutram else None
+    if lutram and args.baseline:
+        raise ConfigError("--baseline and --tables lutram exclude each other: the baseline "
+                          "has no tables")
+    if lutram and not 1 <= row_slots <= LUTRAM_DEPTH:
+        raise ConfigError(f"row_slots must be in 1..{LUTRAM_DEPTH}, got {row_slots}")
+    if args.baseline:
+        design = TlmmBaseline(p)
+    elif lutram:
+        design = TlmmLutramEngine(p, row_slots=row_slots)
+    else:
+        design = TlmmEngine(p)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     verilog_path = out / "tlmm.v"
     verilog_path.write_text(verilog_for(design, "tlmm"))
-    manifest = manifest_for(p, baseline=args.baseline)
+    manifest = manifest_for(p, baseline=args.baseline, row_slots=row_slots)
     manifest["files"] = {"verilog": str(verilog_path)}
     return manifest

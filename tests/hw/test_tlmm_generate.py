@@ -36,9 +36,21 @@ def test_generate_baseline_has_the_same_streams(tmp_path):
     assert [port["name"] for port in manifest["ports"]] == ["cmd", "act", "weights", "out"]
 
 
+def test_generate_lutram_engine_counts_row_tiles(tmp_path):
+    assert main(["generate", "tlmm", "--G", "3", "--rows", "4", "--units", "4",
+                 "--tables", "lutram", "--row-slots", "15", "-o", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["engine"] == "tlmm_lutram"
+    assert "module tlmm(" in (tmp_path / "tlmm.v").read_text()
+    # K = N = 8196 (max_k 8192 in beats of 12): 683 beats x ceil(8196 / 60) tiles x 15 slots
+    assert manifest["cycles_per_gemv"]["ternary"] == 683 * 137 * 15
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [(["--G", "5"], "group_size (G) must be one of (2, 3, 4), got 5"),
+     (["--tables", "lutram", "--row-slots", "40"], "row_slots must be in 1..16, got 40"),
+     (["--tables", "lutram", "--baseline"], "--baseline and --tables lutram exclude"),
      (["--rows", "0"], "rows must be an integer >= 1, got 0"),
      (["--act-bits", "1"], "act_bits must be in 4..16, got 1"),
      (["--max-planes", "9"], "max_planes must be in 1..4, got 9")],
