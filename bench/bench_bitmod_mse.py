@@ -22,6 +22,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+
 from trilobit.sw.bitmod import quantize_bitmod, quantize_rtn
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -30,6 +30,7 @@ from amaranth.sim import Simulator
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
 from trilobit.hw.bitserial import BitSerialEngine, BitSerialParams
 from trilobit.hw.bitserial_baseline import BitParallelMacArray
 from trilobit.hw.bitserial_format import WeightFormat

@@ -13,7 +13,6 @@ from pathlib import Path
 from trilobit.boards import BOARDS, get_board
 from trilobit.boards.build import build_open
 from trilobit.boards.zynq import build_zynq
-
 from trilobit.errors import ToolchainError
 
 

@@ -50,6 +50,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "tests" / "sw"))
     from sw_models import digits_inputs, model_path
+
     from trilobit.sw.onnx_import import import_model
     from trilobit.sw.reference import ReferenceExecutor
     from trilobit.sw.runtime import Session

@@ -33,6 +33,7 @@ from amaranth.hdl import Cat, Elaboratable, Module, Signal
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+
 from trilobit.hw.tlmm import TlmmEngine, TlmmParams, ideal_cycles
 from trilobit.hw.tlmm_baseline import TlmmBaseline
 from trilobit.hw.tlmm_lutram import TlmmLutramEngine, lutram_ideal_cycles

@@ -22,8 +22,8 @@ from pathlib import Path
 from amaranth import Elaboratable, Module
 from amaranth.build import Attrs
 from amaranth_boards.resources import SPIResource, UARTResource
-from trilobit.boards.presets import BoardPreset
 
+from trilobit.boards.presets import BoardPreset
 from trilobit.errors import ConfigError, ToolchainError
 
 __all__ = ["BoardTop", "BuildResult", "build_open", "fit_error", "timing_error", "UART_BAUD"]
@@ -55,6 +55,7 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         from amaranth.build import ResourceError
         from amaranth.lib import io, wiring
+
         from trilobit.hw.bridge_soc import BridgeSoC
         from trilobit.hw.bridge_spi import SpiTarget
         from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from trilobit.boards.presets import BoardPreset
-
 from trilobit.errors import ToolchainError
 
 __all__ = ["build_zynq", "vivado_tcl", "CSR_BASE", "TOP"]

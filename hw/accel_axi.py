@@ -20,9 +20,9 @@ from __future__ import annotations
 from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from trilobit.hw.accel_core import AcceleratorCore
 
 from trilobit.config import AcceleratorConfig
+from trilobit.hw.accel_core import AcceleratorCore
 
 __all__ = ["AcceleratorAxi", "WishboneToAxi4", "AxiLiteToWishbone", "AXI_ADDR_BITS"]
 

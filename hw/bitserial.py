@@ -50,6 +50,8 @@ from dataclasses import asdict, dataclass
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from trilobit.errors import ConfigError
 from trilobit.hw.bitserial_format import (
     SUPPORTED_BITS_PER_CYCLE,
     WeightFormat,
@@ -57,8 +59,6 @@ from trilobit.hw.bitserial_format import (
     fp_decode_tables,
     max_lane_shift,
 )
-
-from trilobit.errors import ConfigError
 
 __all__ = [
     "BitSerialParams", "BitSerialEngine", "BitSerialTermDecoder", "engine_signature", "adder_tree",

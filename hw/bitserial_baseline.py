@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
+
 from trilobit.hw.bitserial import BitSerialParams, adder_tree, engine_signature
 from trilobit.hw.bitserial_format import WeightFormat
 

@@ -12,6 +12,7 @@ Ports: ``done`` (1 when every expected beat arrived), ``errors`` (mismatching ou
 from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import Out
+
 from trilobit.hw.bitserial import BitSerialEngine, BitSerialParams
 
 __all__ = ["SelfCheckingEngine"]

@@ -11,6 +11,7 @@ and reads the outputs back. The physical link (:mod:`trilobit.hw.bridge_uart`,
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+
 from trilobit.hw.bridge_protocol import HEADER_BYTES, Command, Reply
 
 __all__ = ["HostBridge"]

@@ -18,11 +18,11 @@ from amaranth import ClockSignal, Const, Instance, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from trilobit.hw.accel_core import AcceleratorCore
-from trilobit.hw.bridge_host import HostBridge
 
 from trilobit.config import AcceleratorConfig
 from trilobit.errors import ConfigError
+from trilobit.hw.accel_core import AcceleratorCore
+from trilobit.hw.bridge_host import HostBridge
 
 __all__ = ["SharedMemory", "BridgeSoC", "check_memory"]
 

@@ -16,6 +16,7 @@ from amaranth import Cat, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
+
 from trilobit.hw.bridge_protocol import IDLE
 
 __all__ = ["SpiTarget"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
+
 from trilobit.hw.tlmm import GroupPipeline, TlmmParams, adder_tree, engine_streams
 
 __all__ = ["TlmmBaseline"]

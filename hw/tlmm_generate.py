@@ -11,13 +11,12 @@ import argparse
 import math
 from pathlib import Path
 
+from trilobit.errors import ConfigError
 from trilobit.hw.tlmm import OUTPUT_LATENCY, TlmmEngine, TlmmParams
 from trilobit.hw.tlmm_baseline import TlmmBaseline
 from trilobit.hw.tlmm_lutram import LUTRAM_DEPTH, TlmmLutramEngine, lutram_ideal_cycles
 from trilobit.sim.golden_tlmm import expected_cycles
 from trilobit.sim.toolchain import verilog_for
-
-from trilobit.errors import ConfigError
 
 __all__ = ["add_generate_arguments", "params_from_args", "manifest_for", "generate_from_args"]
 

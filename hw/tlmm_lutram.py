@@ -68,9 +68,9 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
-from trilobit.hw.tlmm import TlmmParams, engine_streams, group_index_layout
 
 from trilobit.errors import ConfigError
+from trilobit.hw.tlmm import TlmmParams, engine_streams, group_index_layout
 from trilobit.packing import balanced_ternary_digits, ternary_table_size
 
 __all__ = ["TlmmLutramEngine", "LUTRAM_DEPTH", "lutram_ideal_cycles", "gray_build_order"]

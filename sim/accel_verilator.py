@@ -15,15 +15,15 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from trilobit.hw.accel_axi import AcceleratorAxi
-from trilobit.hw.accel_core import AcceleratorCore
-from trilobit.hw.accel_csr import COUNTERS, REGISTERS
-from trilobit.sim.golden import RunResult
-from trilobit.sim.toolchain import build_cpp_harness, verilog_for, waves_format
 
 from trilobit.config import AcceleratorConfig
 from trilobit.errors import BackendError
+from trilobit.hw.accel_axi import AcceleratorAxi
+from trilobit.hw.accel_core import AcceleratorCore
+from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.isa import ErrorCode
+from trilobit.sim.golden import RunResult
+from trilobit.sim.toolchain import build_cpp_harness, verilog_for, waves_format
 
 __all__ = ["VerilatorAccelerator", "harness_source"]
 

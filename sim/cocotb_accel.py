@@ -20,6 +20,7 @@ import time
 import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge
+
 from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.sim.streams import clock_and_reset
 from trilobit.sim.toolchain import test_params

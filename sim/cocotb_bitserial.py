@@ -22,6 +22,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
+
 from trilobit.sim.streams import StreamDriver, StreamMonitor, clock_and_reset
 from trilobit.sim.toolchain import test_params
 

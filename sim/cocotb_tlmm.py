@@ -21,6 +21,7 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
+
 from trilobit.hw.tlmm import TlmmParams
 from trilobit.sim.golden_tlmm import beat_ints, unpack_out
 from trilobit.sim.streams import StreamDriver, StreamMonitor, clock_and_reset

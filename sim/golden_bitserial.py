@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from trilobit.hw.bitserial_format import WeightFormat, cycles_per_weight, format_dtype
 
 from trilobit.dtypes import get_dtype
 from trilobit.errors import ConfigError
 from trilobit.gemm import gemm_int
+from trilobit.hw.bitserial_format import WeightFormat, cycles_per_weight, format_dtype
 
 __all__ = ["EngineJob", "decode_weights", "engine_reference", "ideal_cycles", "job_stream_words",
            "random_job"]

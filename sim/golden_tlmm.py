@@ -13,10 +13,10 @@ Weight kinds: ``"ternary"`` (values in {-1, 0, 1}, one plane) or ``"int2"``, ``"
 from __future__ import annotations
 
 import numpy as np
-from trilobit.hw.tlmm import OUTPUT_LATENCY, TlmmParams
 
 from trilobit.errors import ConfigError
 from trilobit.gemm import gemm_int
+from trilobit.hw.tlmm import OUTPUT_LATENCY, TlmmParams
 from trilobit.packing import balanced_ternary_digits, ternary_group_index
 
 __all__ = [

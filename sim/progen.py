@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from trilobit.sim.asm import Assembler
-from trilobit.sim.golden import ceil_div, meta_row_lines, weight_row_lines, wrap_int32
 
 from trilobit.config import AcceleratorConfig
 from trilobit.dtypes import BITMOD_CANDIDATES, get_dtype
@@ -42,6 +40,8 @@ from trilobit.isa import (
     reserved_mask,
 )
 from trilobit.requant import dyadic_from_scale, requantize_dyadic, requantize_ort
+from trilobit.sim.asm import Assembler
+from trilobit.sim.golden import ceil_div, meta_row_lines, weight_row_lines, wrap_int32
 
 __all__ = ["OutputCheck", "ProgramCase", "random_layer_case", "adversarial_case", "ADVERSARIAL"]
 

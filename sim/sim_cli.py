@@ -50,6 +50,7 @@ def _random_feeds(session, rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def run_sim(args: argparse.Namespace) -> int:
     from rich.console import Console
+
     from trilobit.sim.accel_verilator import VerilatorAccelerator
     from trilobit.sw.cli import load_feeds
     from trilobit.sw.program import Program

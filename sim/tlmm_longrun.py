@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from trilobit.errors import ToolchainError
 from trilobit.hw.tlmm import TlmmParams
 from trilobit.sim.golden_tlmm import beat_ints, unpack_out
 from trilobit.sim.toolchain import build_cpp_harness, verilog_for
-
-from trilobit.errors import ToolchainError
 
 __all__ = ["HarnessRun", "run_gemv_harness", "HARNESS_CPP"]
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from trilobit.hw.bitserial_format import WeightFormat, format_dtype
 
 from trilobit.dtypes import BITMOD_CANDIDATES, get_dtype
 from trilobit.errors import QuantizationError
+from trilobit.hw.bitserial_format import WeightFormat, format_dtype
 
 __all__ = [
     "BitModWeights",

@@ -53,6 +53,7 @@ def register_compile(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_compile(args: argparse.Namespace) -> int:
     from rich.console import Console
+
     from trilobit.sw.compiler import compile_model
     from trilobit.sw.report import render_report
 
@@ -104,6 +105,7 @@ def load_feeds(paths: list[Path], input_names: list[str]) -> dict[str, np.ndarra
 
 def _run_run(args: argparse.Namespace) -> int:
     from rich.console import Console
+
     from trilobit.sw.report import render_report
     from trilobit.sw.runtime import Session
 

@@ -36,8 +36,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from trilobit.sw import ir
-from trilobit.sw.legalise import is_ternary, legalise
 
 from trilobit.config import AcceleratorConfig, preset
 from trilobit.errors import ConfigError, ModelError
@@ -51,6 +49,8 @@ from trilobit.isa import (
     pack_weight_rows,
     weight_bits,
 )
+from trilobit.sw import ir
+from trilobit.sw.legalise import is_ternary, legalise
 
 __all__ = [
     "Kernel",

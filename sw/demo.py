@@ -73,6 +73,7 @@ def run_models_demo(config: str = "small", backend: str = "golden", images: int 
     """Compile and run every demo model; ``progress(name)`` is called before each."""
     import onnx
     import onnxruntime as ort
+
     from trilobit.sw.runtime import Session
 
     rows = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from trilobit.sw import ir
 
 __all__ = ["legalise", "is_ternary"]

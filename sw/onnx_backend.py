@@ -20,11 +20,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep
+
+from trilobit.errors import BackendError
 from trilobit.sw.legalise import legalise
 from trilobit.sw.onnx_import import import_model, load_model
 from trilobit.sw.reference import ReferenceExecutor, storage_dtype
-
-from trilobit.errors import BackendError
 
 __all__ = ["TrilobitBackend", "TrilobitBackendRep", "StrictTrilobitBackend",
            "VerilatorTrilobitBackend"]

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from trilobit.sw import ir
 
 from trilobit.errors import ModelError
+from trilobit.sw import ir
 
 __all__ = ["load_model", "import_model", "ONNX_TO_DTYPE", "dtype_of_onnx"]
 

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from trilobit.sw import ir
-from trilobit.sw.compiler import CompiledGraph, Kernel
 
 from trilobit.config import AcceleratorConfig
 from trilobit.errors import ProgramError
+from trilobit.sw import ir
+from trilobit.sw.compiler import CompiledGraph, Kernel
 
 __all__ = ["Program", "FORMAT_VERSION", "MAGIC"]
 

@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from trilobit.hw.bitserial_format import WeightFormat
-from trilobit.sw.bitmod import candidate_types, pack_engine_tiles, quantize_bitmod, quantize_rtn
 
 from trilobit.errors import ConfigError, ModelError
+from trilobit.hw.bitserial_format import WeightFormat
+from trilobit.sw.bitmod import candidate_types, pack_engine_tiles, quantize_bitmod, quantize_rtn
 
 __all__ = ["register", "load_weights"]
 

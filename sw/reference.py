@@ -15,13 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from trilobit.sw import ir
 
 from trilobit.dtypes import get_dtype
 from trilobit.errors import BackendError, ModelError
 from trilobit.gemm import gemm_int
 from trilobit.quant import dequantize_linear, dynamic_quantize_linear, quantize_linear
 from trilobit.requant import requantize_ort
+from trilobit.sw import ir
 
 __all__ = [
     "ReferenceExecutor",

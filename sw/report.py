@@ -8,9 +8,8 @@ utilization are filled in.
 
 from __future__ import annotations
 
-from trilobit.sw.program import Program
-
 from trilobit.isa import Engine, WeightEncoding
+from trilobit.sw.program import Program
 
 __all__ = ["report_rows", "render_report", "report_text"]
 

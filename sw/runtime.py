@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from trilobit.sw import ir
-from trilobit.sw.compiler import Kernel, compile_model, folded_bias, param_bytes, resolve_config
-from trilobit.sw.program import Program
-from trilobit.sw.reference import ReferenceExecutor, check_feeds, im2col
 
 from trilobit.config import AcceleratorConfig
 from trilobit.errors import BackendError, DeviceTimeout, ProgramError
 from trilobit.requant import requantize_ort
+from trilobit.sw import ir
+from trilobit.sw.compiler import Kernel, compile_model, folded_bias, param_bytes, resolve_config
+from trilobit.sw.program import Program
+from trilobit.sw.reference import ReferenceExecutor, check_feeds, im2col
 
 __all__ = ["Session", "Backend", "GoldenBackend", "VerilatorBackend", "NodeStats",
            "make_backend", "BACKENDS"]

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from trilobit.errors import BackendError, DeviceTimeout
 from trilobit.hw.bridge_protocol import IDLE, MAX_WORDS, Command, Reply, request
 from trilobit.sw.driver.transport import check_range
-
-from trilobit.errors import BackendError, DeviceTimeout
 
 __all__ = ["ByteLink", "UartLink", "SpidevLink", "ProcessLink", "Bridge", "BridgeRegisters",
            "BridgeMemory"]

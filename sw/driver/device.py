@@ -20,12 +20,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from trilobit.hw.accel_csr import COUNTERS, REGISTERS
-from trilobit.sw.driver.transport import MemoryPort, RegisterPort, check_range
 
 from trilobit.config import AcceleratorConfig
 from trilobit.errors import BackendError, ConfigError, DeviceTimeout, ProgramError
+from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.isa import ErrorCode
+from trilobit.sw.driver.transport import MemoryPort, RegisterPort, check_range
 
 __all__ = ["Device", "DeviceBackend", "DeviceLock", "open_device", "DEVICE_ENV"]
 

@@ -16,9 +16,8 @@ import mmap
 import os
 from pathlib import Path
 
-from trilobit.sw.driver.transport import check_range
-
 from trilobit.errors import BackendError
+from trilobit.sw.driver.transport import check_range
 
 __all__ = ["UdmabufMemory", "DevMemMemory", "UDMABUF_SYSFS"]
 

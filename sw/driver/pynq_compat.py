@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from trilobit.sw.driver.dma import UDMABUF_SYSFS, DevMemMemory, UdmabufMemory
 
 from trilobit.errors import BackendError
+from trilobit.sw.driver.dma import UDMABUF_SYSFS, DevMemMemory, UdmabufMemory
 
 __all__ = ["MMIO", "PhysicalArray", "allocate", "Allocator"]
 

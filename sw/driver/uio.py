@@ -17,9 +17,8 @@ import struct
 import time
 from pathlib import Path
 
-from trilobit.sw.driver.transport import check_range
-
 from trilobit.errors import BackendError
+from trilobit.sw.driver.transport import check_range
 
 __all__ = ["UioRegisters", "find_uio"]
 

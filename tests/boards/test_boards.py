@@ -7,15 +7,15 @@ import hashlib
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+
 from trilobit.boards import BOARDS, get_board
 from trilobit.boards.zynq import TOP, build_zynq, vivado_tcl
-from trilobit.hw.bridge_soc import BridgeSoC
-from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor
-from trilobit.sim.toolchain import verilog_for
-
 from trilobit.cli import build_parser
 from trilobit.config import preset
 from trilobit.errors import ConfigError
+from trilobit.hw.bridge_soc import BridgeSoC
+from trilobit.hw.bridge_uart import UartReceiver, UartTransmitter, uart_divisor
+from trilobit.sim.toolchain import verilog_for
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))

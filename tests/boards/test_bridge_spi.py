@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.sim import Simulator
+
 from trilobit.hw.bridge_protocol import IDLE
 from trilobit.hw.bridge_spi import SpiTarget
 

@@ -4,10 +4,10 @@ Amaranth simulator (no C++ build)."""
 import numpy as np
 from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
-from trilobit.hw.accel_core import ort_round
-from trilobit.sim.golden import ort_multiplier_from_bits
 
+from trilobit.hw.accel_core import ort_round
 from trilobit.requant import requantize_ort
+from trilobit.sim.golden import ort_multiplier_from_bits
 
 
 def ort_cases(rng, n):

@@ -4,10 +4,10 @@ random memory stalls (Wishbone wait states, AXI4 ready/valid stalls)."""
 
 import numpy as np
 import pytest
-from trilobit.sim.golden import ARCH_COUNTERS, GoldenMachine, Status
-from trilobit.sim.progen import ADVERSARIAL, adversarial_case, random_layer_case
 
 from trilobit.config import preset
+from trilobit.sim.golden import ARCH_COUNTERS, GoldenMachine, Status
+from trilobit.sim.progen import ADVERSARIAL, adversarial_case, random_layer_case
 
 pytestmark = pytest.mark.verilator
 

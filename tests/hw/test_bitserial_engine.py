@@ -7,13 +7,13 @@ import zlib
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+
+from trilobit.errors import ConfigError
 from trilobit.hw.bitserial import BitSerialEngine, BitSerialParams
 from trilobit.hw.bitserial_baseline import BitParallelMacArray
 from trilobit.hw.bitserial_format import WeightFormat
 from trilobit.sim.golden_bitserial import engine_reference, ideal_cycles, random_job
 from trilobit.sw.bitmod import pack_engine_job
-
-from trilobit.errors import ConfigError
 
 
 def run_engine(dut, params: BitSerialParams, jobs, rng=None, stall_prob=0.0):

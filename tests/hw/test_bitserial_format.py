@@ -8,6 +8,10 @@ import json
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+
+from trilobit.cli import main
+from trilobit.dtypes import get_dtype
+from trilobit.errors import ConfigError
 from trilobit.hw.bitserial import BitSerialTermDecoder
 from trilobit.hw.bitserial_format import (
     WeightFormat,
@@ -17,10 +21,6 @@ from trilobit.hw.bitserial_format import (
     max_lane_shift,
     weight_terms,
 )
-
-from trilobit.cli import main
-from trilobit.dtypes import get_dtype
-from trilobit.errors import ConfigError
 
 ALL_CODES = [(f, t, c) for f in WeightFormat for t in range(4 if f.is_fp else 1)
              for c in range(1 << f.bits)]

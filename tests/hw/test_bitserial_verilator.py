@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import trilobit.sim.cocotb_bitserial as bench_module
 from trilobit.hw.bitserial import BitSerialEngine, BitSerialParams
 from trilobit.hw.bitserial_baseline import BitParallelMacArray

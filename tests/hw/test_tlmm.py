@@ -8,8 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+
+from trilobit.errors import ConfigError
 from trilobit.hw.tlmm import TernaryTableBuilder, TernaryTableReader, TlmmEngine, TlmmParams
 from trilobit.hw.tlmm_baseline import TlmmBaseline
+from trilobit.packing import balanced_ternary_digits, ternary_group_index, ternary_table_size
 from trilobit.sim.golden_tlmm import (
     WEIGHT_KINDS,
     beat_ints,
@@ -22,9 +25,6 @@ from trilobit.sim.golden_tlmm import (
     weight_planes,
 )
 from trilobit.sim.streams import stream_recv, stream_send
-
-from trilobit.errors import ConfigError
-from trilobit.packing import balanced_ternary_digits, ternary_group_index, ternary_table_size
 
 # --------------------------------------------------------------------------------------
 # Golden model against plain integer matmul

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from trilobit.hw.tlmm import TlmmParams
 
 from trilobit.cli import main
+from trilobit.hw.tlmm import TlmmParams
 
 
 def test_generate_writes_verilog_and_manifest(tmp_path, capsys):

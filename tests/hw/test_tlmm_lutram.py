@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from test_tlmm import blocks_to_matrix, run_amaranth_gemv  # the engine's own stream driver
-from trilobit.hw.tlmm import TlmmParams
-from trilobit.hw.tlmm_lutram import TlmmLutramEngine, gray_build_order, lutram_ideal_cycles
-from trilobit.sim.golden_tlmm import gemv_streams, random_weights, tlmm_golden
 
 from trilobit.errors import ConfigError
+from trilobit.hw.tlmm import TlmmParams
+from trilobit.hw.tlmm_lutram import TlmmLutramEngine, gray_build_order, lutram_ideal_cycles
 from trilobit.packing import balanced_ternary_digits, ternary_group_index, ternary_table_size
+from trilobit.sim.golden_tlmm import gemv_streams, random_weights, tlmm_golden
 
 
 def extreme_rows(params: TlmmParams, kind: str, m: int, n: int, k: int, seed: int):

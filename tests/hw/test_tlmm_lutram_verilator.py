@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_tlmm_verilator import BENCH_BUILD_ARGS, extreme_problem
+
 from trilobit.hw.tlmm import TlmmParams
 from trilobit.hw.tlmm_lutram import TlmmLutramEngine
 from trilobit.sim.cocotb_tlmm import save_stimulus

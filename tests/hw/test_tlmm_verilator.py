@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from trilobit.hw.tlmm import TlmmEngine, TlmmParams
 from trilobit.hw.tlmm_baseline import TlmmBaseline
 from trilobit.sim.cocotb_tlmm import save_stimulus

@@ -9,6 +9,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
+
 from trilobit.sim.streams import StreamDriver, StreamMonitor, clock_and_reset
 from trilobit.sim.toolchain import test_params
 

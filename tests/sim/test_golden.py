@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-from trilobit.sim.asm import Assembler, disassemble
-from trilobit.sim.golden import GoldenMachine, Status, meta_row_lines, weight_row_lines
 
 from trilobit.config import preset
 from trilobit.dtypes import BITMOD_CANDIDATES, get_dtype
@@ -22,6 +20,8 @@ from trilobit.isa import (
     pad_rows,
 )
 from trilobit.requant import dyadic_from_scale, requantize_dyadic, requantize_ort
+from trilobit.sim.asm import Assembler, disassemble
+from trilobit.sim.golden import GoldenMachine, Status, meta_row_lines, weight_row_lines
 
 CFG = preset("small")
 LINE = CFG.line_bytes

@@ -3,10 +3,10 @@ adversarial programs that must stop with a defined error."""
 
 import numpy as np
 import pytest
-from trilobit.sim.golden import GoldenMachine, Status
-from trilobit.sim.progen import ADVERSARIAL, adversarial_case, random_layer_case
 
 from trilobit.config import preset
+from trilobit.sim.golden import GoldenMachine, Status
+from trilobit.sim.progen import ADVERSARIAL, adversarial_case, random_layer_case
 
 
 def run_golden(case):

@@ -14,6 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+
 from trilobit.sim.streams import (
     signed_field,
     stream_put,

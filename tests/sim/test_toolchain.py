@@ -15,6 +15,8 @@ import pytest
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+
+from trilobit.errors import ToolchainError
 from trilobit.sim import toolchain
 from trilobit.sim.toolchain import (
     build_cocotb,
@@ -23,8 +25,6 @@ from trilobit.sim.toolchain import (
     use_verilator,
     verilog_for,
 )
-
-from trilobit.errors import ToolchainError
 
 BENCH = "toolchain_bench"
 BENCH_DIR = Path(__file__).parent

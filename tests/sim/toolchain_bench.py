@@ -6,6 +6,7 @@ read exactly that many (it counts modulo 2**width, ``width`` also a parameter).
 
 import cocotb
 from cocotb.triggers import ClockCycles, ReadOnly
+
 from trilobit.sim.streams import clock_and_reset
 from trilobit.sim.toolchain import test_params
 

@@ -6,6 +6,9 @@ import zlib
 
 import numpy as np
 import pytest
+
+from trilobit.dtypes import BITMOD_CANDIDATES, get_dtype
+from trilobit.errors import QuantizationError
 from trilobit.hw.bitserial_format import WeightFormat
 from trilobit.sim.golden_bitserial import EngineJob, engine_reference
 from trilobit.sw.bitmod import (
@@ -15,9 +18,6 @@ from trilobit.sw.bitmod import (
     quantize_rtn,
     quantize_scale,
 )
-
-from trilobit.dtypes import BITMOD_CANDIDATES, get_dtype
-from trilobit.errors import QuantizationError
 
 
 @pytest.fixture

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from trilobit.sw.demo import DEMO_MODELS, run_models_demo
-
 from trilobit.cli import main
+from trilobit.sw.demo import DEMO_MODELS, run_models_demo
 
 
 def test_models_demo_rows_match_onnxruntime():

@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sw_models import digits_inputs, model_path, ort_outputs
+
+from trilobit.config import preset
+from trilobit.errors import BackendError, ConfigError, DeviceTimeout, ProgramError
 from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.sw.driver import Device, DeviceBackend, open_device
 from trilobit.sw.driver.dma import DevMemMemory, UdmabufMemory
 from trilobit.sw.driver.uio import UioRegisters, find_uio
 from trilobit.sw.runtime import Session
-
-from trilobit.config import preset
-from trilobit.errors import BackendError, ConfigError, DeviceTimeout, ProgramError
 
 PHYS = 0x3F00_0000  # where the fake u-dma-buf buffer "is" on the bus
 CSR_BYTES = 0x1000

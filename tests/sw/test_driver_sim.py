@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sw_models import digits_inputs, model_path, ort_outputs
+
+from trilobit.config import preset
+from trilobit.errors import BackendError, DeviceTimeout
 from trilobit.hw.accel_csr import REGISTERS
 from trilobit.hw.bridge_protocol import Command, Reply, request
 from trilobit.sw.driver import DeviceBackend, open_device
 from trilobit.sw.runtime import Session
-
-from trilobit.config import preset
-from trilobit.errors import BackendError, DeviceTimeout
 
 pytestmark = pytest.mark.verilator
 

@@ -14,6 +14,7 @@ import warnings
 
 import onnx.backend.test
 import pytest
+
 from trilobit.sw.onnx_backend import StrictTrilobitBackend
 
 #: Every onnx node-test case of the quantized operators, and whether trilobit runs it.

@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from sw_models import EXACT_MODELS, WEIGHT_ONLY_MODELS, digits_inputs, model_path, ort_outputs
+
 from trilobit.sw.legalise import legalise
 from trilobit.sw.onnx_import import import_model
 from trilobit.sw.reference import ReferenceExecutor
@@ -107,6 +108,7 @@ def test_fma_f32_rounds_once_including_double_rounding_midpoints(rng):
 @pytest.mark.parametrize("dtype", [onnx.TensorProto.UINT8, onnx.TensorProto.INT8])
 def test_random_qlinear_add_scales_match_onnxruntime(rng, dtype):
     from onnx import helper, numpy_helper
+
     from trilobit.sw.ir import QAdd
     from trilobit.sw.reference import quantized_add
 

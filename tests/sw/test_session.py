@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from sw_models import EXACT_MODELS, WEIGHT_ONLY_MODELS, digits_inputs, model_path, ort_outputs
+
+from trilobit.errors import DeviceTimeout, ModelError, ProgramError
 from trilobit.sw.onnx_import import import_model
 from trilobit.sw.reference import ReferenceExecutor
 from trilobit.sw.runtime import Session
-
-from trilobit.errors import DeviceTimeout, ModelError, ProgramError
 
 
 @pytest.mark.parametrize("config", ["tiny", "small"])
@@ -149,10 +149,9 @@ def test_unsupported_operator_runs_on_the_host_and_the_report_says_so():
 
 
 def test_program_round_trip_and_refusals(tmp_path):
+    from trilobit.config import preset
     from trilobit.sw.compiler import compile_model
     from trilobit.sw.program import Program
-
-    from trilobit.config import preset
 
     program = compile_model(model_path("mlp_ternary"), "tiny", batch=4)
     path = tmp_path / "m.tbp"
@@ -212,10 +211,10 @@ def test_fp4_e2m1_blocked_weights_run_on_the_bitserial_fp4_encoding(rng):
     reference evaluator is the float reference."""
     import ml_dtypes
     from onnx.reference import ReferenceEvaluator
-    from trilobit.sw.compiler import compile_model
 
     from trilobit.isa import WeightEncoding
     from trilobit.quant import choose_qparams, quantize_linear
+    from trilobit.sw.compiler import compile_model
 
     k, n = 96, 12
     w = rng.normal(size=(k, n)).astype(np.float32)

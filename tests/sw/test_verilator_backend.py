@@ -14,6 +14,7 @@ import numpy as np
 import onnx.backend.test
 import pytest
 from sw_models import digits_inputs, model_path, ort_outputs
+
 from trilobit.sw.onnx_backend import VerilatorTrilobitBackend
 from trilobit.sw.runtime import Session
 
