@@ -10,30 +10,11 @@ identical Verilator build is reused for free.
 from __future__ import annotations
 
 import os
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-def _import_the_installed_package() -> None:
-    """Import ``trilobit`` before pytest puts ``tests/`` on ``sys.path``.
-
-    ``tests/trilobit/`` (no ``__init__.py``) would otherwise be found first as a namespace
-    package named ``trilobit``, hiding the real package's own attributes (``__version__``).
-    """
-    tests_dir = Path(__file__).resolve().parent
-    saved = list(sys.path)
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != tests_dir]
-    try:
-        import trilobit  # noqa: F401 - cached in sys.modules for every later import
-    finally:
-        sys.path[:] = saved
-
-
-_import_the_installed_package()
 
 
 def pytest_configure(config: pytest.Config) -> None:
