@@ -29,14 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from trilobit.hw.accel_core import AcceleratorCore
-from trilobit.sim.accel_verilator import TOP, VerilatorAccelerator
-from trilobit.sim.asm import Assembler
-from trilobit.sim.golden import GoldenMachine
-from trilobit.sim.progen import ProgramCase, random_layer_case
-from trilobit.sim.toolchain import build_cocotb, run_cocotb, verilog_for, yowasp_env
 
 from trilobit.config import preset
+from trilobit.hw.accel_core import AcceleratorCore
 from trilobit.isa import (
     INSN_BYTES,
     Buffer,
@@ -47,6 +42,11 @@ from trilobit.isa import (
     encode,
     pack_weight_rows,
 )
+from trilobit.sim.accel_verilator import TOP, VerilatorAccelerator
+from trilobit.sim.asm import Assembler
+from trilobit.sim.golden import GoldenMachine
+from trilobit.sim.progen import ProgramCase, random_layer_case
+from trilobit.sim.toolchain import build_cocotb, run_cocotb, verilog_for, yowasp_env
 
 
 def long_case(config, rtl, min_cycles: int, stall: float):

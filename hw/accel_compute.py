@@ -71,14 +71,14 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
+
+from trilobit.config import AcceleratorConfig
+from trilobit.errors import ConfigError
 from trilobit.hw.bitserial import BitSerialEngine
 from trilobit.hw.bitserial import BitSerialParams as EngineBitSerialParams
 from trilobit.hw.bitserial_format import WeightFormat
 from trilobit.hw.tlmm import TlmmEngine
 from trilobit.hw.tlmm import TlmmParams as EngineTlmmParams
-
-from trilobit.config import AcceleratorConfig
-from trilobit.errors import ConfigError
 from trilobit.isa import WeightEncoding
 from trilobit.packing import ternary_group_index
 

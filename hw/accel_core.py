@@ -1,5 +1,6 @@
 """The accelerator core: fetch, decode and check (from the ISA field table), LOAD/STORE over a
-Wishbone master, a GEMM datapath, the post-processing unit, CSRs on a Wishbone slave.
+Wishbone master, GEMM on the table-lookup and bit-serial engines, the post-processing unit,
+CSRs on a Wishbone slave.
 
 The dispatcher fetches instructions in program order, runs every architectural check
 (illegal, bad field, buffer range, window, tokens counted in program order) and hands LOAD,
@@ -20,23 +21,26 @@ Ports (flat, so the Verilog and the C++ harness see plain names):
   one cycle after ``stb``.
 * ``irq``: high while IRQ pending and enabled (a run finished, in DONE or ERROR).
 
-The GEMM datapath multiplies one INP line per cycle: ``line`` lanes (4, 8 or 16 multiply-
-accumulates per cycle), for every engine/format pairing exactly as the ISA defines it. The
-table-lookup and bit-serial engines (``hw/tlmm*.py``, ``hw/bitserial*.py``) are not wired in
-yet. AXI4 / AXI4-Lite: :mod:`trilobit.hw.accel_axi` wraps this core.
+GEMM instructions run on the engine their ``engine`` field names, through the units of
+:mod:`trilobit.hw.accel_compute`: ``TlmmGemmUnit`` (TERNARY, INT2, INT4 on
+:class:`~trilobit.hw.tlmm.TlmmEngine`) and ``BitSerialGemmUnit`` (INT8/6/4/3, FP4/FP3 on
+:class:`~trilobit.hw.bitserial.BitSerialEngine`). A unit owns the INP/WGT/ACC read ports and
+ACC's write port while it runs; the compute unit waits for its last ACC write before it sends
+the instruction's tokens. START and the watchdog reset the units together with the queues.
+AXI4 / AXI4-Lite: :mod:`trilobit.hw.accel_axi` wraps this core.
 """
 
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 
 from trilobit.config import AcceleratorConfig
-from trilobit.dtypes import BITMOD_CANDIDATES, get_dtype
+from trilobit.hw.accel_compute import BitSerialGemmUnit, TlmmGemmUnit
+from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.isa import (
     ENGINE_FORMATS,
     FORMATS,
@@ -420,26 +424,13 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += fetch_addr.eq(prog_base + (pc << 4))
         beats_per_insn = INSN_BYTES // line
 
-        # GEMM iteration state
-        gi, gj, gt = Signal(8), Signal(12), Signal(16)
-        a_base, w_base, m_base = Signal(17), Signal(17), Signal(17)
+        # Row, channel and ACC entry of POST (GEMM runs in the engine units, accel_compute.py)
+        gi, gj = Signal(8), Signal(12)
         acc_ptr = Signal(17)
-        g_m, g_n, g_k = Signal(8), Signal(12), Signal(16)
-        g_fmt = Signal(4)
-        g_meta = Signal()
-        g_accumulate = Signal()
-        g_wgt, g_meta_line = Signal(16), Signal(16)
-        g_arow, g_wrow, g_mrow = Signal(14), Signal(17), Signal(17)
-        g_inp = Signal(16)
+        g_m, g_n = Signal(8), Signal(12)
         # stage-1 registers
-        s1_valid, s1_first, s1_last = Signal(), Signal(), Signal()
-        s1_gt = Signal(16)  # first input channel of the lanes in stage 1
-        s1_w_sel = Signal(max(lb, 1))
         s1_acc_sel = Signal(max(eb, 1))
         s1_acc_line = Signal(16)
-        s1_acc_entry = Signal(17)
-        gsum = Signal(signed(32))
-        gold = Signal(signed(32))
 
         # POST iteration state
         p_mode = Signal(2)
@@ -471,64 +462,10 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += [inp_r.en.eq(1), wgt_r.en.eq(1), wgt_m.en.eq(1), acc_r.en.eq(1),
                      param_r.en.eq(1), out_r.en.eq(1)]
 
-        # GEMM stage 1: ``line`` lanes, one activation byte of the INP line each, with the
-        # weights of the same ``line`` input channels (one WGT line holds them for every slot
-        # width) and their group metadata (one metadata line holds every group they touch).
-        lanes = line
-        fp_tables = {}
-        for bits in (3, 4):
-            fp_tables[bits] = Array(
-                Array(Const(int(v), signed(8)) for v in get_dtype(name).values)
-                for name in BITMOD_CANDIDATES[bits]
-            )
-        w_chunk = Signal(width)
-        m.d.comb += w_chunk.eq(wgt_r.data >> (s1_w_sel << 3))
-        lane_products = []
-        for lane in range(lanes):
-            a_lane = inp_r.data[8 * lane : 8 * lane + 8].as_signed()
-            code = Signal(8, name=f"w_code_{lane}")
-            with m.Switch(g_fmt):
-                for fmt in WeightEncoding:
-                    with m.Case(int(fmt)):
-                        b = fmt.slot_bits
-                        m.d.comb += code.eq(w_chunk[b * lane : b * lane + b])
-            meta_sel = Signal(max(lb - 1, 1), name=f"meta_sel_{lane}")
-            m.d.comb += meta_sel.eq(((s1_gt + lane) >> lgs) & ((line >> 1) - 1))
-            meta_word = wgt_m.data.word_select(meta_sel, 16)
-            type_id = Mux(g_meta, meta_word[0:2], 0)
-            scale = Mux(g_meta, meta_word[8:16], 1)
-            value = Signal(signed(8), name=f"w_value_{lane}")
-            with m.Switch(g_fmt):
-                with m.Case(WeightEncoding.INT8):
-                    m.d.comb += value.eq(code[:8].as_signed())
-                with m.Case(WeightEncoding.INT6):
-                    m.d.comb += value.eq(code[:6].as_signed())
-                with m.Case(WeightEncoding.INT4):
-                    m.d.comb += value.eq(code[:4].as_signed())
-                with m.Case(WeightEncoding.INT3):
-                    m.d.comb += value.eq(code[:3].as_signed())
-                with m.Case(WeightEncoding.INT2):
-                    m.d.comb += value.eq(code[:2].as_signed())
-                with m.Case(WeightEncoding.TERNARY):
-                    # Code 0b10 is reserved and counts as 0.
-                    m.d.comb += value.eq(Mux(code[:2] == 2, 0, code[:2].as_signed()))
-                with m.Case(WeightEncoding.FP4):
-                    m.d.comb += value.eq(fp_tables[4][type_id][code[:4]])
-                with m.Case(WeightEncoding.FP3):
-                    m.d.comb += value.eq(fp_tables[3][type_id][code[:3]])
-            product = Signal(signed(26), name=f"product_{lane}")
-            in_range = s1_gt + lane < g_k
-            m.d.comb += product.eq(Mux(in_range, a_lane * value * scale, 0))
-            lane_products.append(product)
-        lane_sum = Signal(signed(32))
-        m.d.comb += lane_sum.eq(sum(lane_products))
-        sum_now = Signal(signed(32))
-        m.d.comb += sum_now.eq(Mux(s1_first, 0, gsum) + lane_sum)
-        acc_entry_now = acc_r.data.word_select(s1_acc_sel, 32).as_signed() if eb else \
-            acc_r.data[:32].as_signed()
-        old_now = Mux(s1_first, acc_entry_now, gold)
 
         # POST stage-1 datapath
+        acc_entry_now = acc_r.data.word_select(s1_acc_sel, 32).as_signed() if eb else \
+            acc_r.data[:32].as_signed()
         p_acc = acc_entry_now
         p_par = param_r.data
         p_bias_v = p_par[0:32].as_signed()
@@ -864,6 +801,15 @@ class AcceleratorCore(wiring.Component):
                 abort_on_watchdog()
 
         # -- compute unit -------------------------------------------------------------------
+        # GEMM runs on the engine its instruction names (hw/accel_compute.py); START and the
+        # watchdog reset the units with the queues.
+        gemm_units = {}
+        if cfg.tlmm is not None:
+            gemm_units[Engine.TLMM] = TlmmGemmUnit(cfg)
+        if cfg.bitserial is not None:
+            gemm_units[Engine.BITSERIAL] = BitSerialGemmUnit(cfg)
+        for engine, unit in gemm_units.items():
+            m.submodules[f"gemm_{engine.name.lower()}"] = ResetInserter(flush)(unit)
         CG = field_values(cq.r_data, Opcode.GEMM)
         CP = field_values(cq.r_data, Opcode.POST)
         c_opcode = cq.r_data[0:4]
@@ -871,8 +817,9 @@ class AcceleratorCore(wiring.Component):
         c_push_prev, c_push_next = Signal(), Signal()
         c_ready = cq.r_rdy & (~CG["pop_prev"] | (live["l2c"] != 0)) & (
             ~CG["pop_next"] | (live["s2c"] != 0)) & ~load_acc & ~store_acc
-        gemm_issue = Signal()
         post_issue = Signal()
+        units_busy = Signal()
+        m.d.comb += units_busy.eq(Cat(*(u.busy for u in gemm_units.values())).any())
         with m.FSM(name="compute_unit"):
             with m.State("IDLE"):
                 m.d.comb += compute_idle.eq(1)
@@ -886,19 +833,24 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += [c_push_prev.eq(CG["push_prev"]),
                                  c_push_next.eq(CG["push_next"])]
                     with m.If(c_opcode == Opcode.GEMM):
-                        m.d.sync += [
-                            g_m.eq(CG["m"]), g_n.eq(CG["n"]), g_k.eq(CG["k"]),
-                            g_fmt.eq(CG["wfmt"]), g_meta.eq(CG["meta"]),
-                            g_accumulate.eq(CG["accumulate"]),
-                            g_inp.eq(CG["inp"]), g_wgt.eq(CG["wgt"]),
-                            g_meta_line.eq(CG["meta_line"]),
-                            g_arow.eq(c_a_row), g_wrow.eq(c_w_row), g_mrow.eq(c_meta_row),
-                            gi.eq(0), gj.eq(0), gt.eq(0),
-                            a_base.eq(CG["inp"]), w_base.eq(CG["wgt"]),
-                            m_base.eq(CG["meta_line"]),
-                            acc_ptr.eq(CG["acc"]),
-                        ]
-                        m.next = "GEMM"
+                        for engine, unit in gemm_units.items():
+                            m.d.comb += [
+                                unit.tile.valid.eq(CG["engine"] == engine),
+                                unit.tile.payload.m.eq(CG["m"]),
+                                unit.tile.payload.n.eq(CG["n"]),
+                                unit.tile.payload.k.eq(CG["k"]),
+                                unit.tile.payload.wfmt.eq(CG["wfmt"]),
+                                unit.tile.payload.accumulate.eq(CG["accumulate"]),
+                                unit.tile.payload.meta.eq(CG["meta"]),
+                                unit.tile.payload.inp.eq(CG["inp"]),
+                                unit.tile.payload.wgt.eq(CG["wgt"]),
+                                unit.tile.payload.meta_line.eq(CG["meta_line"]),
+                                unit.tile.payload.acc.eq(CG["acc"]),
+                                unit.tile.payload.a_row.eq(c_a_row),
+                                unit.tile.payload.w_row.eq(c_w_row),
+                                unit.tile.payload.m_row.eq(c_meta_row),
+                            ]
+                        m.next = "ENGINE"
                     with m.Else():
                         m.d.sync += [
                             p_mode.eq(CP["mode"]), p_unsigned.eq(CP["out_unsigned"]),
@@ -916,24 +868,13 @@ class AcceleratorCore(wiring.Component):
                 with m.Elif(cq.r_rdy):
                     m.d.sync += counters["compute_stall"].eq(counters["compute_stall"] + 1)
 
-            # GEMM: stage 0 issues buffer reads for (gi, gj, gt); stage 1 multiplies and
-            # accumulates, and writes the ACC entry on the last t of each output.
-            with m.State("GEMM"):
+            # GEMM on an engine unit (idle in IDLE, so it took the tile at once): wait until
+            # its last ACC write is done, then send the tokens.
+            with m.State("ENGINE"):
                 m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
-                m.d.comb += gemm_issue.eq(1)
-                last_t = gt + line >= g_k
-                last_j = gj == g_n - 1
-                last_i = gi == g_m - 1
-                with m.If(last_t):
-                    m.d.sync += [gt.eq(0), gj.eq(gj + 1), acc_ptr.eq(acc_ptr + 1),
-                                 w_base.eq(w_base + g_wrow), m_base.eq(m_base + g_mrow)]
-                    with m.If(last_j):
-                        m.d.sync += [gj.eq(0), gi.eq(gi + 1), a_base.eq(a_base + g_arow),
-                                     w_base.eq(g_wgt), m_base.eq(g_meta_line)]
-                        with m.If(last_i):
-                            m.next = "DRAIN"
-                with m.Else():
-                    m.d.sync += gt.eq(gt + line)
+                with m.If(~units_busy):
+                    m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
+                    m.next = "IDLE"
                 abort_on_watchdog()
 
             with m.State("POST"):
@@ -955,43 +896,6 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
                 m.next = "IDLE"
                 abort_on_watchdog()
-
-        # GEMM stage 0 addresses and stage-1 bookkeeping
-        slot_bit = Signal(20)
-        with m.Switch(g_fmt):
-            for fmt in WeightEncoding:
-                with m.Case(int(fmt)):
-                    m.d.comb += slot_bit.eq(gt * fmt.slot_bits)
-        meta_byte = Signal(17)
-        m.d.comb += meta_byte.eq((gt >> lgs) << 1)
-        with m.If(gemm_issue):
-            m.d.comb += [
-                inp_r.addr.eq(a_base + (gt >> lb)),
-                wgt_r.addr.eq(w_base + (slot_bit >> (3 + lb))),
-                wgt_m.addr.eq(m_base + (meta_byte >> lb)),
-                acc_r.addr.eq(acc_ptr >> eb),
-            ]
-        m.d.sync += [
-            s1_valid.eq(gemm_issue),
-            s1_first.eq(gt == 0),
-            s1_last.eq(gt + line >= g_k),
-            s1_gt.eq(gt),
-            s1_w_sel.eq(slot_bit[3 : 3 + lb]),
-            s1_acc_sel.eq(acc_ptr[:eb] if eb else 0),
-            s1_acc_line.eq(acc_ptr >> eb),
-            s1_acc_entry.eq(acc_ptr),
-        ]
-        with m.If(s1_valid):
-            m.d.sync += gsum.eq(sum_now)
-            with m.If(s1_first):
-                m.d.sync += gold.eq(acc_entry_now)
-            with m.If(s1_last):
-                result = Mux(g_accumulate, old_now, 0) + sum_now
-                m.d.comb += [
-                    acc_w.addr.eq(s1_acc_line),
-                    acc_w.data.eq(result.as_unsigned()[:32].replicate(line // 4)),
-                    acc_w.en.eq(Const(1, line // 4) << s1_acc_sel),
-                ]
 
         # POST stage 0 / stage 1
         p1_valid = Signal()
@@ -1021,5 +925,15 @@ class AcceleratorCore(wiring.Component):
                     out_w.data.eq(p_out.as_unsigned()[:8].replicate(line)),
                     out_w.en.eq(Const(1, line) << s1_byte),
                 ]
+        # Engine units own the buffer read ports (and ACC's write port) while they run.
+        for unit in gemm_units.values():
+            m.d.comb += [unit.inp_data.eq(inp_r.data), unit.wgt_data.eq(wgt_r.data),
+                         unit.meta_data.eq(wgt_m.data), unit.acc_rdata.eq(acc_r.data)]
+            with m.If(unit.busy):
+                m.d.comb += [inp_r.addr.eq(unit.inp_addr), wgt_r.addr.eq(unit.wgt_addr),
+                             wgt_m.addr.eq(unit.meta_addr), acc_r.addr.eq(unit.acc_raddr)]
+                with m.If(unit.acc_wen.any()):
+                    m.d.comb += [acc_w.addr.eq(unit.acc_waddr), acc_w.data.eq(unit.acc_wdata),
+                                 acc_w.en.eq(unit.acc_wen)]
         del fsm
         return m

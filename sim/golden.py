@@ -40,7 +40,6 @@ from trilobit.isa import (
     unit_of,
     weight_bits,
 )
-from trilobit.packing import ternary_table_size
 from trilobit.requant import MAX_SHIFT, requantize_dyadic, requantize_ort
 
 __all__ = [
@@ -199,19 +198,34 @@ class CycleModel:
     def transfer(self, rows: int, row_lines: int) -> int:
         return self.MEM_LATENCY + rows * (row_lines + 1)
 
-    def gemm(self, engine: int, fmt: int, m: int, n: int, k: int) -> int:
+    def gemm(self, engine: int, fmt: int, m: int, n: int, k: int, meta: bool = False) -> int:
+        """Cycles of the GEMM units of ``trilobit.hw.accel_compute`` (docs/accelerator.md).
+
+        Both units stage one WGT line per channel of a block (one read per cycle, double
+        buffered) while the engine works on the previous line, so per block and staged line
+        the larger of the two counts: TLMM ``rows`` reads vs the line's weight beats
+        (``ceil(line / (G*units))`` per INP line of activations, times the bit planes);
+        BITSERIAL ``rows`` reads vs the line's chunks of ``lanes`` channels at the engine's
+        cycles per weight. ``meta`` (per-group metadata reads) overlaps the chunks.
+        """
         cfg = self.config
+        line = cfg.line_bytes
         fmt = WeightEncoding(fmt)
         if engine == Engine.BITSERIAL:
             p = cfg.bitserial
             per_weight = -(-max(fmt.code_bits, 4) // p.bits_per_cycle)
-            return self.PIPE + m * -(-n // p.rows) * -(-k // p.lanes) * per_weight
+            padded_k = -(-k // p.group_size) * p.group_size
+            staged = ceil_div(ceil_div(padded_k * weight_bits(fmt), 8), line)
+            chunks_per_line = ceil_div(padded_k, p.lanes) / staged
+            per_line = max(p.rows, int(chunks_per_line * per_weight))
+            return self.PIPE + 2 * p.rows + m * -(-n // p.rows) * staged * per_line
         p = cfg.tlmm
         planes = {WeightEncoding.TERNARY: 1, WeightEncoding.INT2: 2, WeightEncoding.INT4: 4}[fmt]
-        groups = -(-k // p.group_size)
-        table = ternary_table_size(p.group_size)
-        per_row = -(-groups // p.units) * (table + planes * -(-n // p.rows))
-        return self.PIPE + m * per_row
+        beats_per_line = -(-line // (p.group_size * p.units)) * planes
+        segments_per_wline = 8 // weight_bits(fmt)
+        per_wline = max(p.rows, segments_per_wline * beats_per_line)
+        wlines = weight_row_lines(k, fmt, line)
+        return self.PIPE + 2 * p.rows + m * -(-n // p.rows) * wlines * per_wline
 
     def post(self, m: int, n: int) -> int:
         return self.PIPE + -(-m * n // self.config.post_lanes)
@@ -527,7 +541,8 @@ class _Run:
             self.gemm(f)
             self.counters["compute_insns"] += 1
             self.counters["macs"] += f["m"] * f["n"] * f["k"]
-            duration = self.m.cycles.gemm(f["engine"], f["wfmt"], f["m"], f["n"], f["k"])
+            duration = self.m.cycles.gemm(f["engine"], f["wfmt"], f["m"], f["n"], f["k"],
+                                          bool(f["meta"]))
             self.schedule(Unit.COMPUTE, insn, duration)
         elif op == Opcode.POST:
             self.post(f)

@@ -13,19 +13,19 @@ from amaranth.hdl import Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
+
+from trilobit.config import AcceleratorConfig, BitSerialParams, TlmmParams, preset
+from trilobit.errors import ConfigError
+from trilobit.gemm import gemm_int
 from trilobit.hw.accel_compute import (
     BitSerialGemmUnit,
     TlmmGemmUnit,
     group_index_lut,
     ternary_code_value,
 )
-from trilobit.sim.golden import decode_weights, meta_row_lines, weight_row_lines, wrap_int32
-
-from trilobit.config import AcceleratorConfig, BitSerialParams, TlmmParams, preset
-from trilobit.errors import ConfigError
-from trilobit.gemm import gemm_int
 from trilobit.isa import WeightEncoding, pack_group_meta, pack_weight_rows
 from trilobit.packing import balanced_ternary_digits
+from trilobit.sim.golden import decode_weights, meta_row_lines, weight_row_lines, wrap_int32
 
 TLMM_FORMATS = (WeightEncoding.TERNARY, WeightEncoding.INT2, WeightEncoding.INT4)
 BITSERIAL_FORMATS = (WeightEncoding.INT8, WeightEncoding.INT6, WeightEncoding.INT4,
