@@ -318,6 +318,10 @@ class GoldenMachine:
         return self.win_base <= start and end <= self.win_limit
 
 
+#: POST mode -> the name :attr:`AcceleratorConfig.requant_modes` lists it under.
+_REQUANT_MODE_NAMES = {int(PostMode.ORT): "ort", int(PostMode.DYADIC): "dyadic"}
+
+
 class _Run:
     """State of one run: token counters, counters, timing model."""
 
@@ -353,6 +357,9 @@ class _Run:
         for unit, name in ((Unit.LOAD, "load"), (Unit.COMPUTE, "compute"), (Unit.STORE, "store")):
             counters[f"{name}_busy"] = self.busy[unit]
             counters[f"{name}_stall"] = self.stall[unit]
+        if not self.cfg.perf_counters:  # only the watchdog's cycle counter is built
+            counters = {name: value if name == "cycles" else 0
+                        for name, value in counters.items()}
         if state == Status.DONE and self.m.watchdog and end >= self.m.watchdog:
             state, error, pc = Status.ERROR, ErrorCode.WATCHDOG, pc
         return RunResult(state, ErrorCode(error), pc if error else 0, counters)
@@ -391,6 +398,9 @@ class _Run:
     def check(self, insn: Instruction) -> ErrorCode:
         if not insn.legal:
             return ErrorCode.ILLEGAL_INSTRUCTION
+        if insn.opcode == Opcode.POST and insn["mode"] in _REQUANT_MODE_NAMES and (
+                _REQUANT_MODE_NAMES[insn["mode"]] not in self.cfg.requant_modes):
+            return ErrorCode.ILLEGAL_INSTRUCTION  # requantizer not built (config.requant_modes)
         for check in (self.check_fields, self.check_ranges, self.check_window, self.check_tokens):
             error = check(insn)
             if error:

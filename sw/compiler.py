@@ -482,6 +482,15 @@ def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None
     config = resolve_config(config)
     graph = legalise(graph, config)
     graph = dataclasses.replace(graph, nodes=[fit_engine(n, config) for n in graph.nodes])
+    if post_mode == "ort" and "ort" not in config.requant_modes:
+        # No float32 requantizer in this accelerator (config.requant_modes): dyadic instead.
+        post_mode = "dyadic"
+        graph = dataclasses.replace(graph, nodes=[_note_dyadic(n) for n in graph.nodes])
+    elif post_mode in config.requant_modes + ("host",):
+        pass
+    else:
+        raise ConfigError(f"post_mode {post_mode!r} is not built into this accelerator "
+                          f"(config.requant_modes = {config.requant_modes})")
     _require_engine_work(graph)
     line = config.line_bytes
     kernels: dict[str, list[Kernel]] = {}
@@ -558,6 +567,14 @@ def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None
         memory_bytes=memory_bytes, compile_seconds=time.perf_counter() - t0,
         weights_packed=packed,
     )
+
+
+def _note_dyadic(node: ir.Node) -> ir.Node:
+    """Say in the node's reason (compile report) that its outputs are requantized dyadic."""
+    if node.engine not in ("tlmm", "bitserial") or getattr(node, "out", None) != "requant":
+        return node
+    note = "requantization dyadic (no ort in config.requant_modes): at most 1 LSB from onnxruntime"
+    return dataclasses.replace(node, reason=f"{node.reason}; {note}" if node.reason else note)
 
 
 _FLOAT_COMPUTE = ("MatMul", "Gemm", "Conv", "ConvTranspose")

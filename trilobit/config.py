@@ -49,12 +49,17 @@ __all__ = [
     "preset",
     "MEM_WIDTHS",
     "BUSES",
+    "REQUANT_MODES",
 ]
 
 #: External memory data widths supported by the memory interface, in bits.
 MEM_WIDTHS = (32, 64, 128)
 #: System buses: data port and CSR port (AXI4 pairs with AXI4-Lite CSRs).
 BUSES = ("wishbone", "axi4")
+#: Requantization modes the post-processing unit can implement (docs/numerics.md): ``"ort"``
+#: (float32, bit-identical to onnxruntime; the larger circuit) and ``"dyadic"`` (integer
+#: multiplier and shift, at most one unit of the output type from onnxruntime).
+REQUANT_MODES = ("ort", "dyadic")
 
 
 def _check_int(owner: str, name: str, value: int, lo: int, hi: int) -> None:
@@ -137,6 +142,11 @@ class AcceleratorConfig:
         queue_depth: instructions buffered per unit queue (load, compute, store); 2..64.
         token_depth: dependency tokens a channel may hold; 1..255.
         watchdog_cycles: default cycle budget of a run written to the WATCHDOG CSR.
+        requant_modes: POST requantization modes built into the hardware, a non-empty subset
+            of :data:`REQUANT_MODES`; a POST in an absent mode is ILLEGAL_INSTRUCTION. Slim
+            parts drop ``"ort"`` (the float32 requantizer).
+        perf_counters: build the performance counters; without them every counter CSR reads
+            0 except ``cycles`` (the watchdog counts it).
     """
 
     name: str = "custom"
@@ -153,6 +163,8 @@ class AcceleratorConfig:
     queue_depth: int = 4
     token_depth: int = 8
     watchdog_cycles: int = 1 << 24
+    requant_modes: tuple[str, ...] = REQUANT_MODES
+    perf_counters: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -190,6 +202,18 @@ class AcceleratorConfig:
         _check_int("config", "queue_depth", self.queue_depth, 2, 64)
         _check_int("config", "token_depth", self.token_depth, 1, 255)
         _check_int("config", "watchdog_cycles", self.watchdog_cycles, 1, (1 << 32) - 1)
+        modes = self.requant_modes
+        if isinstance(modes, list):  # from JSON
+            modes = tuple(modes)
+            object.__setattr__(self, "requant_modes", modes)
+        if (not isinstance(modes, tuple) or not modes or len(set(modes)) != len(modes)
+                or any(mode not in REQUANT_MODES for mode in modes)):
+            raise ConfigError(
+                f"config.requant_modes must be a non-empty tuple of distinct modes from "
+                f"{REQUANT_MODES}, got {self.requant_modes!r}")
+        if not isinstance(self.perf_counters, bool):
+            raise ConfigError(f"config.perf_counters must be True or False, "
+                              f"got {self.perf_counters!r}")
 
     @property
     def line_bytes(self) -> int:

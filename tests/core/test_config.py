@@ -90,3 +90,16 @@ def test_line_bytes_and_buffer_sizes():
     assert cfg.buffer_bytes("acc") == 4096
     with pytest.raises(ConfigError):
         cfg.buffer_bytes("lut")
+
+
+def test_requant_modes_and_perf_counters_are_validated():
+    cfg = preset("small")
+    assert cfg.requant_modes == ("ort", "dyadic") and cfg.perf_counters is True
+    slim = cfg.replace(requant_modes=("dyadic",), perf_counters=False)
+    assert slim.hash() != cfg.hash()
+    assert AcceleratorConfig.from_dict(json.loads(json.dumps(slim.to_dict()))) == slim
+    for bad in [(), ("ort", "ort"), ("float",), "ort"]:
+        with pytest.raises(ConfigError, match="requant_modes"):
+            cfg.replace(requant_modes=bad)
+    with pytest.raises(ConfigError, match="perf_counters"):
+        cfg.replace(perf_counters=1)
