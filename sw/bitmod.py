@@ -13,6 +13,16 @@ with ``scale_int`` an unsigned ``scale_bits`` integer per group and one ``shift`
 chosen so the largest group scale uses the full mantissa range. Every output of the engine
 is then the exact integer ``sum_g scale_int[g] * sum_k w_int[k] * a[k]``; the real result is
 that times ``2**-shift`` times the activation scale.
+
+ONNX form (``docs/compiler.md``, "Per-group datatypes (BitMoD) in ONNX")
+------------------------------------------------------------------------
+A quantized weight is stored as the integer-form values in an int8 initializer (K, N) and a
+float32 scale (ceil(K / group_size), N) equal to ``scale_int * 2**-shift``, read by an opset-21
+blocked ``DequantizeLinear(axis=0, block_size=group_size)`` feeding the MatMul; onnxruntime
+runs it as is (:func:`onnx_block_arrays`). The compiler recovers the engine form from the
+values alone: :func:`integer_scales` splits the scales into ``scale_int`` and ``shift`` and
+:func:`plan_groups` gives every engine group the first format of :data:`GROUP_FORMATS` (and
+in it the first candidate type) whose value set holds every value of the group.
 """
 
 from __future__ import annotations
@@ -26,6 +36,12 @@ from trilobit.errors import QuantizationError
 from trilobit.hw.bitserial_format import WeightFormat, format_dtype
 
 __all__ = [
+    "GROUP_FORMATS",
+    "GroupPlan",
+    "block_values",
+    "integer_scales",
+    "onnx_block_arrays",
+    "plan_groups",
     "BitModWeights",
     "candidate_types",
     "quantize_scale",
@@ -227,3 +243,157 @@ def pack_engine_tiles(q: BitModWeights, columns: int, width: int) -> list[dict]:
                               np.zeros((1, codes.shape[1]), np.int64), width)
         tiles.append({"meta": job["meta"], "weights": job["weights"]})
     return tiles
+
+
+# -- ONNX form and its detection ---------------------------------------------------------------
+
+#: Engine formats a weight tensor may take, in order of preference: fewer cycles per weight
+#: first; at equal width the integer type first (its groups need no type id).
+GROUP_FORMATS: tuple[WeightFormat, ...] = (
+    WeightFormat.INT3, WeightFormat.FP3, WeightFormat.INT4, WeightFormat.FP4,
+    WeightFormat.INT6, WeightFormat.INT8,
+)
+
+#: Largest activation magnitude the engines multiply (int8, and uint8 after the -128 flip).
+_MAX_ACTIVATION = 128
+_INT32_MAX = (1 << 31) - 1
+
+
+def onnx_block_arrays(q: BitModWeights) -> tuple[np.ndarray, np.ndarray]:
+    """The ONNX form of ``q``: int8 integer-form values (K, N) and float32 block scales
+    (ceil(K / group_size), N), exactly ``scale_int * 2**-shift``.
+
+    A K that is not a multiple of the group size leaves the last block short (ONNX blocked
+    quantization allows it); the quantizer's zero padding is not written.
+    """
+    values = q.int_weights()[:, : q.k].T
+    if values.size and (values.min() < -128 or values.max() > 127):
+        raise QuantizationError("integer-form weights do not fit int8")
+    scales = np.ldexp(q.scale_int.astype(np.float64), -q.shift).T
+    exact = scales.astype(np.float32)
+    if not np.array_equal(exact.astype(np.float64), scales):
+        raise QuantizationError(f"scales * 2**-{q.shift} are not exact in float32")
+    return np.ascontiguousarray(values.astype(np.int8)), np.ascontiguousarray(exact)
+
+
+def integer_scales(scale: np.ndarray, scale_bits: int = 8) -> tuple[np.ndarray, int]:
+    """Split float scales exactly into ``scale_int * 2**-shift`` (one shift for the tensor).
+
+    Returns ``(scale_int, shift)`` with ``scale_int`` int64 in ``0 .. 2**scale_bits - 1``,
+    using the smallest shift that makes every scale an integer. Raises QuantizationError
+    saying why when no such split exists (negative or non-finite scales, too many mantissa
+    bits between the largest and the finest scale).
+    """
+    s = np.asarray(scale, dtype=np.float64)
+    if not np.isfinite(s).all():
+        raise QuantizationError("scales are not finite")
+    if (s < 0).any():
+        raise QuantizationError("negative scales (the engine's group scales are unsigned)")
+    nonzero = s[s > 0]
+    if nonzero.size == 0:
+        return np.zeros(s.shape, np.int64), 0
+    mant, exp = np.frexp(nonzero)  # s = mant * 2**exp, mant in [0.5, 1): 53 bits
+    ints = np.ldexp(mant, 53).astype(np.int64)
+    trailing = np.frexp((ints & -ints).astype(np.float64))[1] - 1  # trailing zero bits
+    lowest = exp - 53 + trailing  # s = odd integer * 2**lowest
+    shift = int(-lowest.min())
+    scale_int = np.ldexp(s, shift)
+    top = (1 << scale_bits) - 1
+    if scale_int.max() > top:
+        raise QuantizationError(
+            f"scales need {int(scale_int.max()).bit_length()} mantissa bits with one shared "
+            f"power-of-two shift (the engine's group scale has {scale_bits})")
+    return scale_int.astype(np.int64), shift
+
+
+@dataclass
+class GroupPlan:
+    """Weights of one product in the bit-serial engine's per-group form.
+
+    Attributes:
+        fmt: engine format of every group.
+        codes: uint8 (N, K) codes of each group's type.
+        type_ids: int64 (N, n_groups) candidate index per group (0 for INT formats).
+        scale_int: int64 (N, n_groups) unsigned integer scale per group.
+        group_size: input channels per engine group (``config.bitserial.group_size``).
+    """
+
+    fmt: WeightFormat
+    codes: np.ndarray
+    type_ids: np.ndarray
+    scale_int: np.ndarray
+    group_size: int
+
+    def type_counts(self) -> dict[str, int]:
+        """Groups per datatype name, in type-id order (types with no group left out)."""
+        names = candidate_types(self.fmt)
+        counts = np.bincount(self.type_ids.ravel(), minlength=len(names))
+        return {name: int(c) for name, c in zip(names, counts, strict=True) if c}
+
+    def describe(self) -> str:
+        """One line for the compile report, e.g. ``fp4 groups of 32: fp4_er_pos 10, ...``."""
+        counts = ", ".join(f"{n} {c}" for n, c in self.type_counts().items())
+        return f"{self.fmt.name.lower()} groups of {self.group_size}: {counts}"
+
+
+def plan_groups(values: np.ndarray, scale_int: np.ndarray, block_size: int,
+                group_size: int) -> GroupPlan:
+    """Engine form of integer weights ``values`` (K, N) with block scales ``scale_int``
+    (ceil(K / block_size), N) along K.
+
+    Every engine group of ``group_size`` input channels must lie inside one block (so it has
+    one scale). The tensor takes the first format of :data:`GROUP_FORMATS` in which every
+    group fits one candidate type; each group takes the first such candidate. Raises
+    QuantizationError saying why when there is none, or when the int32 accumulator could
+    overflow for an activation of magnitude 128.
+    """
+    values = np.asarray(values)
+    scale_int = np.asarray(scale_int, dtype=np.int64)
+    if values.ndim != 2:
+        raise QuantizationError(f"weights must be (K, N), got shape {values.shape}")
+    k, n = values.shape
+    if block_size < 1 or scale_int.shape != (-(-k // block_size), n):
+        raise QuantizationError(
+            f"block scales must be (ceil(K / {block_size}), N) = "
+            f"({-(-k // max(block_size, 1))}, {n}), got {scale_int.shape}")
+    n_groups = -(-k // group_size)
+    starts = np.arange(n_groups) * group_size
+    ends = np.minimum(starts + group_size, k) - 1
+    if (starts // block_size != ends // block_size).any():
+        raise QuantizationError(
+            f"block size {block_size} is not a multiple of the engine's group size "
+            f"{group_size}: a group would need two scales")
+    group_scale = scale_int[starts // block_size].T  # (N, n_groups)
+    effective = values.astype(np.int64) * np.repeat(scale_int, block_size, axis=0)[:k]
+    bound = _MAX_ACTIVATION * int(np.abs(effective).sum(axis=0).max(initial=0))
+    if bound > _INT32_MAX:
+        raise QuantizationError(
+            f"the int32 accumulator could overflow (bound {bound} > 2**31 - 1)")
+    padded = np.zeros((n, n_groups * group_size), np.float64)
+    padded[:, :k] = values.T
+    groups = padded.reshape(n, n_groups, group_size)
+    for fmt in GROUP_FORMATS:
+        names = candidate_types(fmt)
+        fits = np.stack([np.isin(groups, get_dtype(name).finite_values()).all(axis=2)
+                         for name in names])  # (types, N, n_groups)
+        if not fits.any(axis=0).all():
+            continue
+        type_ids = fits.argmax(axis=0).astype(np.int64)
+        codes = np.zeros(groups.shape, np.int64)
+        for t, name in enumerate(names):
+            codes = np.where((type_ids == t)[..., None], get_dtype(name).encode(groups), codes)
+        codes = codes.reshape(n, -1)[:, :k].astype(np.uint8)
+        return GroupPlan(fmt, codes, type_ids, group_scale, group_size)
+    raise QuantizationError("weights beyond int8 have no engine format")
+
+
+def block_values(products: np.ndarray, int_block_scale: np.ndarray, block_size: int) -> np.ndarray:
+    """Integer-form values (K, N) of exact products ``values * int_block_scale[k // block]``
+    (0 where the block scale is 0)."""
+    products = np.asarray(products, dtype=np.int64)
+    scale = np.repeat(np.asarray(int_block_scale, np.int64), block_size, axis=0)[
+        : products.shape[0]]
+    values = np.where(scale > 0, products // np.where(scale > 0, scale, 1), 0)
+    if not np.array_equal(values * scale, np.where(scale > 0, products, 0)):
+        raise QuantizationError("weights are not whole multiples of their block scales")
+    return values

@@ -45,12 +45,14 @@ from trilobit.isa import (
     Engine,
     PostMode,
     WeightEncoding,
+    pack_group_meta,
     pack_post_params,
     pack_weight_rows,
     weight_bits,
 )
 from trilobit.sw import ir
-from trilobit.sw.legalise import is_ternary, legalise
+from trilobit.sw.bitmod import GroupPlan
+from trilobit.sw.legalise import group_plan, is_ternary, legalise
 
 __all__ = [
     "Kernel",
@@ -117,6 +119,9 @@ class Kernel:
     #: (integer multiplier and shift, at most one unit from onnxruntime) or ``"host"`` (the
     #: run stores int32 accumulators; the host requantizes as onnxruntime).
     post_mode: str = "ort"
+    #: Input channels per group when the GEMMs read per-group metadata (BitMoD type ids and
+    #: integer scales, stored after each weight block in WGT); 0: no metadata.
+    group_size: int = 0
     prog_addr: int = 0
     prog_len: int = 0
     weights_addr: int = 0
@@ -181,6 +186,8 @@ def fit_engine(node: ir.Node, config: AcceleratorConfig) -> ir.Node:
             return host("the configuration has no bitserial engine")
         return node
     assert isinstance(node, ir.QMatMul)
+    if node.int_block_scale is not None:
+        return node  # legalise checked the per-group form against the engine
     if node.b.ndim > 3 and not isinstance(node, ir.QConv):
         return host(f"weights of rank {node.b.ndim} (at most one batch dimension)")
     w = _weights_of(node).astype(np.int64) - np.asarray(node.b_zero_point, np.int64)
@@ -219,12 +226,14 @@ def _lines(nbytes: int, line: int) -> int:
 
 
 def plan_tiles(config: AcceleratorConfig, k: int, n: int, wfmt: WeightEncoding, rows_hint: int,
-               out_kind: str) -> tuple[int, int, int]:
+               out_kind: str, group_size: int = 0) -> tuple[int, int, int]:
     """(tm, tk, tn) so that two tiles fit each buffer.
 
     ``tk`` is a multiple of the line size (activation rows are loaded line by line from a
     strided matrix); rows first take what the activation buffer allows, then K, then N.
-    Raises ConfigError when not even one line of K fits.
+    With per-group metadata (``group_size`` > 0) a K tile is whole groups (a GEMM numbers
+    its groups from its first input channel) and each channel's metadata lines join its
+    weight lines in WGT. Raises ConfigError when not even one line (or group) of K fits.
     """
     line = config.line_bytes
     inp_half = config.inp_bytes // line // 2
@@ -233,19 +242,28 @@ def plan_tiles(config: AcceleratorConfig, k: int, n: int, wfmt: WeightEncoding, 
     out_half = config.out_bytes // line // 2
     param_half = config.param_bytes // 2
     k_lines = _lines(k, line)
+    # Fewest K lines a tile may have: one line, or one whole group with metadata.
+    min_lines = min(k_lines, _lines(group_size, line)) if group_size else 1
+
+    def wgt_row(tk: int) -> int:  # WGT lines of one channel of a tile
+        meta = _lines(2 * -(-tk // group_size), line) if group_size else 0
+        return _lines(_lines(tk * weight_bits(wfmt), 8), line) + meta
+
     tm = max(1, min(MAX_TILE_ROWS, rows_hint, inp_half))
     tk_lines = min(k_lines, inp_half // tm)
-    while tk_lines < 1 and tm > 1:
+    while tk_lines < min_lines and tm > 1:
         tm //= 2
         tk_lines = min(k_lines, inp_half // tm)
-    wrow = _lines(_lines(tk_lines * line * weight_bits(wfmt), 8), line)
-    while tk_lines > 1 and wgt_half < wrow:
+    wrow = wgt_row(tk_lines * line)
+    while tk_lines > min_lines and wgt_half < wrow:
         tk_lines //= 2
-        wrow = _lines(_lines(tk_lines * line * weight_bits(wfmt), 8), line)
-    if tk_lines < 1 or wgt_half < wrow:
-        raise ConfigError(f"buffers of config {config.name!r} cannot hold one tile")
+        wrow = wgt_row(tk_lines * line)
     tk = min(k, tk_lines * line)
-    wrow = _lines(_lines(tk * weight_bits(wfmt), 8), line)
+    if group_size and tk < k:
+        tk -= tk % group_size
+    if tk_lines < 1 or tk < 1 or wgt_half < wgt_row(max(tk, 1)):
+        raise ConfigError(f"buffers of config {config.name!r} cannot hold one tile")
+    wrow = wgt_row(tk)
     tn = min(n, MAX_TILE_COLS, wgt_half // wrow, param_half // 16)
     # ACC (int32, tm x tn per half) and OUT (tm rows of whole lines per half).
     while tn > 1 and (tm * tn > acc_half or tm * _lines(tn, line) > out_half):
@@ -266,15 +284,25 @@ def _codes(w: np.ndarray, wfmt: WeightEncoding) -> np.ndarray:
     return (w.astype(np.int64) & ((1 << wfmt.code_bits) - 1)).astype(np.uint8)
 
 
-def pack_kernel(kernel: Kernel, w: np.ndarray, line: int) -> tuple[bytes, bytes]:
-    """WGT blocks (N tile major, then K tile) and PARAM blocks (per N tile) as bytes."""
+def pack_kernel(kernel: Kernel, w: np.ndarray, line: int,
+                plan: GroupPlan | None = None) -> tuple[bytes, bytes]:
+    """WGT blocks (N tile major, then K tile) and PARAM blocks (per N tile) as bytes.
+
+    With a per-group ``plan`` the codes are the plan's and each weight block is followed by
+    its channels' group metadata (:func:`trilobit.isa.pack_group_meta`).
+    """
     wfmt = WeightEncoding(kernel.wfmt)
-    codes = _codes(w, wfmt).T  # (N, K): one output channel per row
+    codes = plan.codes if plan is not None else _codes(w, wfmt).T  # (N, K): a channel per row
     blocks = []
     for n0 in range(0, kernel.n, kernel.tn):
         for k0 in range(0, kernel.k, kernel.tk):
             blk = codes[n0 : n0 + kernel.tn, k0 : k0 + kernel.tk]
             blocks.append(pack_weight_rows(blk, wfmt, line).tobytes())
+            if plan is not None:
+                groups = slice(k0 // plan.group_size, -(-(k0 + blk.shape[1]) // plan.group_size))
+                blocks.append(pack_group_meta(plan.type_ids[n0 : n0 + kernel.tn, groups],
+                                              plan.scale_int[n0 : n0 + kernel.tn, groups],
+                                              line).tobytes())
     return b"".join(blocks), param_bytes(kernel, kernel.bias, line)
 
 
@@ -341,6 +369,7 @@ def emit_kernel(kernel: Kernel, config: AcceleratorConfig) -> bytes:
             tk = min(kernel.tk, kernel.k - k0)
             half = step % 2
             w_lines = _lines(_lines(tk * weight_bits(wfmt), 8), line)
+            m_lines = _meta_lines(kernel, tk, line)
             loads = []
             if kt == 0:
                 loads.append(dict(buf=Buffer.PARAM, sram=(t % 2) * param_half, dram=p_addr,
@@ -352,14 +381,20 @@ def emit_kernel(kernel: Kernel, config: AcceleratorConfig) -> bytes:
             loads.append(dict(buf=Buffer.WGT, sram=half * wgt_half, dram=w_addr, rows=tn,
                               row_lines=w_lines, stride=w_lines * line))
             w_addr += tn * w_lines * line
+            meta_line = None
+            if m_lines:  # the block's group metadata, right after its weights
+                meta_line = half * wgt_half + tn * w_lines
+                loads.append(dict(buf=Buffer.WGT, sram=meta_line, dram=w_addr, rows=tn,
+                                  row_lines=m_lines, stride=m_lines * line))
+                w_addr += tn * m_lines * line
             for i, spec in enumerate(loads):
                 asm.load(**spec, pop_next=(i == 0 and step >= 2),
                          push_next=(i == len(loads) - 1))
             last_k = kt == len(tiles_k) - 1
             asm.gemm(Engine(kernel.engine), wfmt, m=kernel.tm, n=tn, k=tk,
                      inp=half * inp_half, wgt=half * wgt_half, acc=(t % 2) * acc_half,
-                     accumulate=kt > 0, pop_prev=True, pop_next=(kt == 0 and t >= 2),
-                     push_prev=not last_k)
+                     accumulate=kt > 0, meta_line=meta_line, pop_prev=True,
+                     pop_next=(kt == 0 and t >= 2), push_prev=not last_k)
             step += 1
         # POST releases this step's buffers (it reads PARAM) and hands the tile to STORE.
         o_lines = _lines(tn, line)
@@ -381,6 +416,15 @@ def emit_kernel(kernel: Kernel, config: AcceleratorConfig) -> bytes:
         out_addr += size
     asm.end()
     return asm.assemble()
+
+
+def _meta_lines(kernel: Kernel, tk: int, line: int) -> int:
+    """WGT lines of one channel's group metadata in a K tile of ``tk`` (0 without)."""
+    if not kernel.group_size:
+        return 0
+    from trilobit.sim.golden import meta_row_lines
+
+    return meta_row_lines(tk, kernel.group_size, line)
 
 
 def kernel_out_tiles(kernel: Kernel, line: int) -> list[int]:
@@ -410,11 +454,14 @@ def estimate_cycles(kernel: Kernel, config: AcceleratorConfig) -> int:
             tk = min(kernel.tk, kernel.k - k0)
             step_load = cm.transfer(kernel.tm, _lines(tk, line)) + cm.transfer(
                 tn, _lines(_lines(tk * weight_bits(wfmt), 8), line))
+            if kernel.group_size:
+                step_load += cm.transfer(tn, _meta_lines(kernel, tk, line))
             if kt == 0:
                 step_load += cm.transfer(1, _lines(tn * 16, line))
             first_load = first_load or step_load
             load += step_load
-            compute += cm.gemm(kernel.engine, kernel.wfmt, kernel.tm, tn, tk)
+            compute += cm.gemm(kernel.engine, kernel.wfmt, kernel.tm, tn, tk,
+                               bool(kernel.group_size))
         compute += cm.post(kernel.tm, tn)
         last_store = cm.transfer(kernel.tm, _lines(tn, line))
         store += last_store
@@ -434,8 +481,11 @@ def _rows_hint(graph: ir.Graph, node: ir.QMatMul, batch: int) -> int:
     return batch
 
 
-def _kernel_specs(node: ir.Node) -> list[dict]:
-    """(weights W' (K, N), bias, out_kind, ...) per kernel of an engine node."""
+def _kernel_specs(node: ir.Node, config: AcceleratorConfig) -> list[dict]:
+    """(weights W' (K, N), bias, out_kind, per-group plan, ...) per kernel of an engine node."""
+    # BitMoD per-group weights: one kernel over all of K (legalise checked the plan exists).
+    plan = group_plan(node, config) if getattr(node, "int_block_scale", None) is not None \
+        else None
     if isinstance(node, ir.WeightOnlyMatMul):
         specs = []
         k = node.b.shape[0]
@@ -443,7 +493,7 @@ def _kernel_specs(node: ir.Node) -> list[dict]:
             blk = node.b[k0 : k0 + node.block_size].astype(np.int64)
             zp = 0 if node.zero_point is None else node.zero_point[j]
             specs.append(dict(w=blk - zp, split_k=False, bias=None, out_kind="int32",
-                              a_dtype="int8",
+                              a_dtype="int8", plan=plan,
                               a_zp=0, multiplier=None, y_zp=0, y_dtype="int8",
                               name=f"{node.name}#k{j}"))
         return specs
@@ -454,13 +504,13 @@ def _kernel_specs(node: ir.Node) -> list[dict]:
     specs = []
     for wi, name in slices:
         w = wi.astype(np.int64) - np.asarray(node.b_zero_point, np.int64)
-        split = bool(w.size) and (w.min() < -128 or w.max() > 127)
+        split = plan is None and bool(w.size) and (w.min() < -128 or w.max() > 127)
         if split:
             # Exact: W' = clip(W', int8) + remainder, both halves int8, accumulated in ACC.
             w_a = np.clip(w, -128, 127)
             w = np.concatenate([w_a, w - w_a], axis=0)
         out_kind = "requant" if node.out == "requant" else "int32"
-        specs.append(dict(w=w, split_k=split, bias=node.bias, out_kind=out_kind,
+        specs.append(dict(w=w, split_k=split, bias=node.bias, out_kind=out_kind, plan=plan,
                           a_dtype=node.a_dtype, a_zp=node.a_zero_point,
                           multiplier=node.multiplier, y_zp=node.y_zero_point,
                           y_dtype=node.y_dtype, name=name))
@@ -500,10 +550,13 @@ def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None
         if node.engine not in ("tlmm", "bitserial"):
             continue
         node_kernels = []
-        for spec in _kernel_specs(node):
-            w = spec["w"]
+        for spec in _kernel_specs(node, config):
+            w, plan = spec["w"], spec["plan"]
             k, n = w.shape
-            engine, wfmt = weight_encoding(node, w)
+            if plan is not None:
+                engine, wfmt = Engine.BITSERIAL, WeightEncoding[plan.fmt.name]
+            else:
+                engine, wfmt = weight_encoding(node, w)
             if engine == Engine.TLMM and config.tlmm is None:
                 engine, wfmt = Engine.BITSERIAL, WeightEncoding.INT3
             rows = _rows_hint(graph, node, batch) if isinstance(node, ir.QMatMul) else batch
@@ -511,21 +564,22 @@ def compile_graph(graph: ir.Graph, config: AcceleratorConfig | str | None = None
             mode = post_mode if out_kind == "requant" else "ort"
             if mode == "host":
                 out_kind = "int32"
-            tm, tk, tn = plan_tiles(config, k, n, wfmt, rows, out_kind)
+            group_size = plan.group_size if plan is not None else 0
+            tm, tk, tn = plan_tiles(config, k, n, wfmt, rows, out_kind, group_size)
             flip = spec["a_dtype"] == "uint8"
             a_offset = 128 if flip else 0
             colsum = w.sum(axis=0).astype(np.int64)
             kernel = Kernel(
                 node=spec["name"], engine=int(engine), wfmt=int(wfmt), tm=tm, k=k, n=n,
                 tk=tk, tn=tn, flip=flip, out_kind=out_kind, post_mode=mode,
-                split_k=spec["split_k"],
+                split_k=spec["split_k"], group_size=group_size,
                 out_unsigned=spec["y_dtype"] == "uint8", colsum=colsum,
                 multiplier=spec["multiplier"], y_zero_point=int(spec["y_zp"]),
                 a_offset=a_offset, inp_row_bytes=_lines(k, line) * line,
                 macs_per_run=tm * k * n,
             )
             kernel.bias = folded_bias(spec["bias"], colsum, a_offset, int(spec["a_zp"]))
-            wblob, pblob = pack_kernel(kernel, w, line)
+            wblob, pblob = pack_kernel(kernel, w, line, plan)
             packed += w.size
             kernel.params_len = len(pblob)
             kernel.out_tile_bytes = kernel_out_tiles(kernel, line)

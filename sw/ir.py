@@ -106,6 +106,12 @@ class QMatMul(Node):
     y_dtype: str = "uint8"
     out_scale: np.ndarray | None = None
     #: (N, K) weight layout of the ONNX source (QGemm transB) is normalised away: b is (K, N).
+    #: BitMoD per-group form (blocked DequantizeLinear with scales ``uint8 * 2**-shift``):
+    #: ``b == values * int_block_scale[k // int_block_size]`` exactly, with the model's
+    #: integer-form values and unsigned integer block scales (K_blocks, N); ``2**-shift`` is in
+    #: ``multiplier``. None for every other form.
+    int_block_scale: np.ndarray | None = field(default=None, repr=False)
+    int_block_size: int = 0
 
 
 @dataclass
@@ -176,6 +182,10 @@ class WeightOnlyMatMul(Node):
     zero_point: np.ndarray | None = field(default=None, repr=False)
     block_size: int = 32
     bias: np.ndarray | None = field(default=None, repr=False)
+    #: BitMoD per-group form, as :attr:`QMatMul.int_block_scale`: ``b`` holds the exact
+    #: integer products, ``scale`` is ``2**-shift`` as one block spanning K.
+    int_block_scale: np.ndarray | None = field(default=None, repr=False)
+    int_block_size: int = 0
 
 
 @dataclass

@@ -8,6 +8,10 @@
     - grouped convolutions, wider types -> ``host``.
 * WeightOnlyMatMul (float activations, low-bit weights) -> ``bitserial`` with activations
   quantized per row to INT8 on the fly.
+* BitMoD per-group weights (``int_block_scale`` set by the importer) -> ``bitserial`` with
+  per-group type ids and integer scales (:func:`group_plan`) when every engine group lies in
+  one block; otherwise weight-only products go back to their per-block form (INT8 weights,
+  one kernel per block) and QDQ products to the host, the reason saying why.
 * Quantize / Dequantize / DynamicQuantize / QAdd on INT8/UINT8 -> ``post`` (the
   post-processing unit); other formats -> ``host``.
 * HostOp -> ``host``.
@@ -22,9 +26,11 @@ import dataclasses
 
 import numpy as np
 
+from trilobit.errors import QuantizationError
 from trilobit.sw import ir
+from trilobit.sw.bitmod import GroupPlan, block_values, plan_groups
 
-__all__ = ["legalise", "is_ternary"]
+__all__ = ["legalise", "is_ternary", "group_plan"]
 
 _ACT_TYPES = ("int8", "uint8")
 _WEIGHT_TYPES = ("int2", "int3", "int4", "int5", "int6", "int7", "int8",
@@ -47,6 +53,25 @@ def _engine_present(config, engine: str) -> bool:
     return bool(flag)
 
 
+def group_plan(node: ir.QMatMul | ir.WeightOnlyMatMul, config) -> GroupPlan:
+    """The bit-serial engine's per-group form of a node with BitMoD per-group weights
+    (``int_block_scale`` set). Raises QuantizationError saying why it has none."""
+    from trilobit.config import BitSerialParams
+
+    params = getattr(config, "bitserial", None) or BitSerialParams()
+    values = block_values(node.b, node.int_block_scale, node.int_block_size)
+    return plan_groups(values, node.int_block_scale, node.int_block_size, params.group_size)
+
+
+def _per_block_form(node: ir.WeightOnlyMatMul) -> ir.WeightOnlyMatMul:
+    """The same product as one int8 kernel per block with float block scales."""
+    shift_scale = node.scale.reshape(-1)[0]  # 2**-shift
+    scale = (node.int_block_scale * shift_scale).astype(np.float32)
+    return dataclasses.replace(
+        node, b=block_values(node.b, node.int_block_scale, node.int_block_size), scale=scale,
+        block_size=node.int_block_size, int_block_scale=None, int_block_size=0)
+
+
 def _assign(node: ir.Node, config) -> ir.Node:
     def to(engine: str, reason: str) -> ir.Node:
         if engine in ("tlmm", "bitserial") and not _engine_present(config, engine):
@@ -59,6 +84,12 @@ def _assign(node: ir.Node, config) -> ir.Node:
             return to("host", f"activations of type {node.a_dtype} (engines take int8/uint8)")
         if isinstance(node, ir.QConv) and node.group != 1:
             return to("host", f"grouped convolution (group={node.group})")
+        if node.int_block_scale is not None:
+            try:
+                plan = group_plan(node, config)
+            except QuantizationError as exc:
+                return to("host", f"BitMoD per-group weights off the engine: {exc}")
+            return to("bitserial", f"BitMoD per-group weights, {plan.describe()} ({node.kind})")
         weights = node.weight if isinstance(node, ir.QConv) else node.b
         if is_ternary(weights, node.b_zero_point):
             node = dataclasses.replace(node, b_dtype="ternary")
@@ -67,6 +98,16 @@ def _assign(node: ir.Node, config) -> ir.Node:
             return to("bitserial", f"{node.b_dtype} weights ({node.kind})")
         return to("host", f"weights of type {node.b_dtype}")
     if isinstance(node, ir.WeightOnlyMatMul):
+        if node.int_block_scale is not None:
+            try:
+                plan = group_plan(node, config)
+                return to("bitserial", f"BitMoD per-group weight-only, {plan.describe()}; "
+                                       "INT8 activations per row")
+            except QuantizationError as exc:
+                node = _per_block_form(node)
+                return to("bitserial", f"{node.b_dtype} weight-only per block of "
+                                       f"{node.block_size}, INT8 activations per row (no "
+                                       f"per-group metadata: {exc})")
         return to("bitserial", f"{node.b_dtype} weight-only, INT8 activations per row")
     if isinstance(node, (ir.Quantize, ir.Dequantize)):
         layout = ("blocked" if node.block_size else

@@ -278,8 +278,18 @@ def _qdq_compute(imp: _Importer, node: onnx.NodeProto) -> ir.Node | None:
     ):
         return None
     pa, pb, py = imp.qparams(dq_a), imp.qparams(dq_b), imp.qparams(q)
-    if pa["scale"].size != 1 or py["scale"].size != 1 or pb["block_size"]:
+    if pa["scale"].size != 1 or py["scale"].size != 1:
         return None
+    w = imp.const(dq_b.input[0])
+    blocked = None
+    if pb["block_size"]:
+        # Only the BitMoD per-group form of blocked weights maps to an engine.
+        transposed = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
+        if node.op_type == "Conv" or w.ndim != 2 or pb["axis"] % 2 != int(transposed):
+            return None
+        blocked = _integer_block_form(w.T if transposed else w, pb)
+        if blocked is None:
+            return None
     bias_int = None
     absorbed = [node, dq_b, q]
     if len(node.input) > 2 and node.input[2]:
@@ -290,8 +300,12 @@ def _qdq_compute(imp: _Importer, node: onnx.NodeProto) -> ir.Node | None:
         bias_zp = imp.const(dq_c.input[2]) if len(dq_c.input) > 2 and dq_c.input[2] else None
         if bias_zp is not None and np.any(bias_zp):
             return None
+        if blocked is not None:
+            # The bias adds to the accumulator only in its units, a_scale * 2**-shift.
+            unit = np.float32(pa["scale"].reshape(())) * np.float32(2.0 ** -blocked[2])
+            if not np.all(imp.const(dq_c.input[1]) == unit):
+                return None
         absorbed.append(dq_c)
-    w = imp.const(dq_b.input[0])
     wzp = pb["zero_point"] if pb["zero_point"] is not None else np.zeros((), np.int64)
     common = dict(
         name=_node_name(node), inputs=[dq_a.input[0]], outputs=[q.output[0]],
@@ -301,7 +315,12 @@ def _qdq_compute(imp: _Importer, node: onnx.NodeProto) -> ir.Node | None:
         y_zero_point=_scalar_int(py["zero_point"]), y_dtype=py["dtype"],
         bias=None if bias_int is None else bias_int.astype(np.int64),
     )
-    if node.op_type == "Conv":
+    if blocked is not None:
+        b, scale_int, shift = blocked
+        common["multiplier"] = _multiplier(pa["scale"], np.float32(2.0 ** -shift), py["scale"])
+        out = ir.QMatMul(b=b, b_zero_point=np.zeros((), np.int64), int_block_scale=scale_int,
+                         int_block_size=pb["block_size"], **common)
+    elif node.op_type == "Conv":
         out = _make_conv(node, w, wzp, common)
     else:
         if node.op_type == "Gemm" and _attr(node, "transB", 0):
@@ -321,6 +340,30 @@ def _multiplier(a_scale, b_scale, y_scale) -> np.ndarray:
     m = ort_multiplier(np.asarray(a_scale).reshape(()), np.asarray(b_scale).reshape(-1),
                        np.asarray(y_scale).reshape(()))
     return m.reshape(()) if m.size == 1 else m
+
+
+def _integer_block_form(w: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The BitMoD per-group ONNX form of blocked weights ``w`` (K, N) along K: signed integer
+    values, no (or a zero) zero point, block scales that split exactly into
+    ``uint8 * 2**-shift``. Returns (exact integer products (K, N) int64, integer block scales
+    (K_blocks, N), shift), or None for any other blocked weight."""
+    from trilobit.errors import QuantizationError
+    from trilobit.sw.bitmod import integer_scales
+
+    if p["dtype"] not in ("int8", "int4", "int2", "fp4") or (
+            p["zero_point"] is not None and np.any(p["zero_point"])):
+        return None
+    scale = np.asarray(p["scale"], np.float32)
+    if scale.ndim != 2 or scale.shape != (-(-w.shape[0] // p["block_size"]), w.shape[1]):
+        return None
+    try:
+        scale_int, shift = integer_scales(scale)
+    except QuantizationError:
+        return None
+    if not -127 <= shift <= 126:  # 2**-shift must be a normal float32
+        return None
+    b = w.astype(np.int64) * np.repeat(scale_int, p["block_size"], axis=0)[: w.shape[0]]
+    return b, scale_int, shift
 
 
 def _make_conv(node: onnx.NodeProto, w: np.ndarray, wzp, common: dict) -> ir.QConv:
@@ -545,7 +588,15 @@ def _weight_only_dq_matmul(imp: _Importer, node: onnx.NodeProto) -> ir.Node | No
         w = (w.astype(np.float32) * 2).astype(np.int8)
         p = dict(p, scale=(p["scale"] / np.float32(2)).astype(np.float32), dtype="fp4")
     k, n = w.shape
-    if p["block_size"]:
+    blocked = None
+    if p["block_size"] and p["axis"] % 2 == 0:
+        blocked = _integer_block_form(w, p)
+    if blocked is not None:
+        # BitMoD per-group form: exact integer products, one block of scale 2**-shift.
+        w, scale_int, shift = blocked
+        block, zp = k, None
+        scale = np.full((1, n), 2.0 ** -shift, np.float32)
+    elif p["block_size"]:
         if p["axis"] % 2 != 0:
             return None
         block = p["block_size"]
@@ -562,6 +613,8 @@ def _weight_only_dq_matmul(imp: _Importer, node: onnx.NodeProto) -> ir.Node | No
         name=_node_name(node), inputs=[node.input[0]], outputs=[node.output[0]],
         b=w, b_dtype=p["dtype"], scale=np.asarray(scale, np.float32),
         zero_point=None if zp is None else np.asarray(zp, np.int64), block_size=block,
+        int_block_scale=None if blocked is None else scale_int,
+        int_block_size=p["block_size"] if blocked is not None else 0,
     )
     if all(id(c) == id(node) for c in imp.consumers.get(dq_b.output[0], [])):
         imp.absorbed.add(id(dq_b))

@@ -5,20 +5,40 @@ Reads a 2-D weight matrix from an ``.npy`` file or an ONNX initializer, runs
 MSE next to round-to-nearest INT and plain FP references at the same group size, and writes
 an ``.npz`` with ``codes``, ``type_ids``, ``scale_int``, ``shift``, ``fmt``, ``group_size``
 and, with ``--columns/--width``, the engine's weight beats in stream order.
+
+With an ONNX model and ``-o OUT.onnx`` it rewrites the float weight ``--initializer W`` (or,
+with ``--all``, every float weight of a MatMul/Gemm) into the per-group ONNX form that
+onnxruntime runs as is: the integer-form values in an int8 initializer ``W.bitmod``, the
+block scales ``scale_int * 2**-shift`` in a float32 initializer ``W.scale`` and an opset-21
+blocked ``DequantizeLinear(axis=0, block_size=group_size)`` whose output keeps the name
+``W``. A Gemm using the weight becomes MatMul (+ Add of its bias). Everything else is kept.
+The compiler recognises the form from the values and runs it on the bit-serial engine with
+per-group type ids and scales (``docs/compiler.md``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 
 from trilobit.errors import ConfigError, ModelError
 from trilobit.hw.bitserial_format import WeightFormat
-from trilobit.sw.bitmod import candidate_types, pack_engine_tiles, quantize_bitmod, quantize_rtn
+from trilobit.sw.bitmod import (
+    BitModWeights,
+    candidate_types,
+    onnx_block_arrays,
+    pack_engine_tiles,
+    quantize_bitmod,
+    quantize_rtn,
+)
 
-__all__ = ["register", "load_weights"]
+__all__ = ["register", "load_weights", "matmul_weights", "quantize_model_weights"]
+
+#: Opset of blocked DequantizeLinear (``block_size``).
+BLOCKED_DQ_OPSET = 21
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scale-bits", type=int, default=8, help="default 8")
     parser.add_argument("--columns", type=int, help="engine columns (to write weight beats)")
     parser.add_argument("--width", type=int, help="engine width (to write weight beats)")
-    parser.add_argument("-o", "--output", type=Path, help=".npz to write")
+    parser.add_argument("--all", action="store_true",
+                        help="ONNX -> ONNX: quantize every float MatMul/Gemm weight")
+    parser.add_argument("-o", "--output", type=Path,
+                        help=".npz to write, or .onnx: the model with the weight(s) in the "
+                             "per-group ONNX form")
     parser.set_defaults(handler=_run)
 
 
@@ -76,6 +100,10 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--group-size must be >= 1, got {args.group_size}")
     if not 1 <= args.scale_bits <= 16:
         raise ConfigError(f"--scale-bits must be in 1..16, got {args.scale_bits}")
+    if args.output is not None and args.output.suffix == ".onnx":
+        return _run_onnx(args, fmt)
+    if args.all:
+        raise ConfigError("--all needs an ONNX source and an .onnx output (-o OUT.onnx)")
     w = load_weights(args.source, args.initializer)
     in_axis = args.in_axis if args.in_axis is not None else (0 if args.source.suffix == ".onnx"
                                                              else 1)
@@ -108,4 +136,194 @@ def _run(args: argparse.Namespace) -> int:
         np.savez(args.output, codes=q.codes, type_ids=q.type_ids, scale_int=q.scale_int,
                  shift=q.shift, fmt=int(fmt), group_size=q.group_size, k=q.k, **extra)
         print(f"wrote {args.output}")
+    return 0
+
+
+# -- ONNX -> ONNX ------------------------------------------------------------------------------
+
+
+def matmul_weights(model) -> list[str]:
+    """Names of the float 2-D initializers used as input B of a MatMul or Gemm, in order."""
+    from onnx import TensorProto
+
+    inits = {i.name: i for i in model.graph.initializer}
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.op_type in ("MatMul", "Gemm") and node.domain in ("", "ai.onnx") \
+                and len(node.input) > 1 and node.input[1] in inits:
+            init = inits[node.input[1]]
+            if init.data_type == TensorProto.FLOAT and len(init.dims) == 2 \
+                    and init.name not in names:
+                names.append(init.name)
+    return names
+
+
+def _weight_users(model, name: str) -> list[int]:
+    """Indices of the nodes reading ``name``; ConfigError naming it unless each reads it as
+    a 2-D float MatMul B or a Gemm B (alpha = beta = 1, transA = 0)."""
+    from onnx import TensorProto, helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    if name not in inits:
+        raise ModelError(f"initializer {name!r} is not in the model; float MatMul/Gemm "
+                         f"weights: {matmul_weights(model)}")
+    init = inits[name]
+    index = [i for i, n in enumerate(model.graph.node) if name in n.input]
+    users = [model.graph.node[i] for i in index]
+    why = None
+    if init.data_type != TensorProto.FLOAT:
+        why = f"its type is {TensorProto.DataType.Name(init.data_type)}, not FLOAT"
+    elif len(init.dims) != 2:
+        why = f"it has shape {tuple(init.dims)}, not 2-D"
+    elif not users:
+        why = "no node reads it"
+    for node in users if why is None else []:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if why is not None:
+            break
+        if node.op_type not in ("MatMul", "Gemm") or list(node.input).index(name) != 1:
+            why = f"node {node.name or node.op_type!r} ({node.op_type}) reads it as other " \
+                  f"than input B of a MatMul/Gemm"
+        elif node.op_type == "Gemm" and (attrs.get("alpha", 1.0) != 1.0
+                                         or attrs.get("beta", 1.0) != 1.0
+                                         or attrs.get("transA", 0)):
+            why = f"Gemm {node.name!r} has alpha/beta != 1 or transA"
+    if why is None and len({_trans_b(n) for n in users}) > 1:
+        why = "Gemm nodes read it both transposed and not"
+    if why is not None:
+        raise ConfigError(f"initializer {name!r} is not the 2-D float weight of a MatMul or "
+                          f"Gemm: {why}")
+    return index
+
+
+def _trans_b(node) -> bool:
+    from onnx import helper
+
+    return node.op_type == "Gemm" and any(
+        a.name == "transB" and helper.get_attribute_value(a) for a in node.attribute)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    out, i = name, 1
+    while out in taken:
+        out, i = f"{name}_{i}", i + 1
+    taken.add(out)
+    return out
+
+
+def quantize_model_weights(model, names: list[str], fmt: WeightFormat | str = "fp4",
+                           group_size: int = 128, scale_bits: int = 8):
+    """A copy of ``model`` with each float weight in ``names`` in the per-group ONNX form
+    (module docstring). Returns ``(model, results)``: ``results[name]`` is the
+    :class:`~trilobit.sw.bitmod.BitModWeights` of that weight and the float weight it
+    quantized, both (N, K) (groups along K).
+
+    The model's default opset is raised to 21 when lower (onnx's version converter); a
+    weight that is not a 2-D float MatMul/Gemm B raises ConfigError naming it.
+    """
+    import onnx
+    from onnx import helper, numpy_helper, version_converter
+
+    fmt = WeightFormat.parse(fmt)
+    if scale_bits > 8:
+        raise ConfigError(f"--scale-bits must be <= 8 for the engine's group scale, got "
+                          f"{scale_bits}")
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < BLOCKED_DQ_OPSET:
+        try:
+            model = version_converter.convert_version(model, BLOCKED_DQ_OPSET)
+        except Exception as exc:
+            raise ModelError(f"model opset {opset} < {BLOCKED_DQ_OPSET} (blocked "
+                             f"DequantizeLinear) and onnx cannot convert it: {exc}") from exc
+    model.ir_version = max(model.ir_version, 10)
+    graph = model.graph
+    taken = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output} \
+        | {i.name for i in graph.input}
+    results: dict[str, tuple[BitModWeights, np.ndarray]] = {}
+    dq_nodes, new_nodes = [], []
+    replaced: dict[int, list] = {}  # node index -> its replacement nodes
+    for name in dict.fromkeys(names):
+        users = _weight_users(model, name)
+        init = next(i for i in graph.initializer if i.name == name)
+        w = numpy_helper.to_array(init).astype(np.float64)
+        transposed = _trans_b(graph.node[users[0]])
+        w_kn = w.T if transposed else w
+        q = quantize_bitmod(w_kn.T, fmt, group_size, scale_bits)
+        values, scales = onnx_block_arrays(q)
+        v_name, s_name = _unique(f"{name}.bitmod", taken), _unique(f"{name}.scale", taken)
+        out = _unique(f"{name}.kn", taken) if transposed else name
+        graph.initializer.remove(init)
+        graph.initializer.extend([numpy_helper.from_array(values, v_name),
+                                  numpy_helper.from_array(scales, s_name)])
+        for inp in [i for i in graph.input if i.name == name]:
+            graph.input.remove(inp)
+        dq_nodes.append(helper.make_node("DequantizeLinear", [v_name, s_name], [out],
+                                         name=_unique(f"{name}.dequantize", taken),
+                                         axis=0, block_size=q.group_size))
+        for i in users:
+            replaced[i] = _as_matmul(graph.node[i], out, taken)
+        results[name] = (q, w_kn.T)
+        counts = np.bincount(q.type_ids.ravel(), minlength=len(candidate_types(fmt)))
+        helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                       f"trilobit.bitmod.{name}": json.dumps({
+            "format": fmt.name.lower(), "group_size": q.group_size, "shift": q.shift,
+            "groups": {n: int(c) for n, c in zip(candidate_types(fmt), counts, strict=True)},
+        })})
+    for i, node in enumerate(graph.node):
+        new_nodes.extend(replaced.get(i, [node]))
+    del graph.node[:]
+    graph.node.extend(dq_nodes + new_nodes)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"the rewritten model does not check: {exc}") from exc
+    return model, results
+
+
+def _as_matmul(node, weight: str, taken: set[str]) -> list:
+    """``node`` reading the (K, N) float weight ``weight``: MatMul as is, Gemm as MatMul
+    (+ Add of its bias ``C``)."""
+    from onnx import helper
+
+    if node.op_type == "MatMul":
+        return [node]
+    name = node.name or node.output[0]
+    if len(node.input) < 3 or not node.input[2]:
+        return [helper.make_node("MatMul", [node.input[0], weight], [node.output[0]],
+                                 name=name)]
+    product = _unique(f"{name}.matmul", taken)
+    return [helper.make_node("MatMul", [node.input[0], weight], [product], name=name),
+            helper.make_node("Add", [product, node.input[2]], [node.output[0]],
+                             name=_unique(f"{name}.add", taken))]
+
+
+def _run_onnx(args: argparse.Namespace, fmt: WeightFormat) -> int:
+    import onnx
+    from rich.console import Console
+    from rich.table import Table
+
+    if args.source.suffix != ".onnx" or not args.source.is_file():
+        raise ConfigError(f"an .onnx output needs an existing .onnx source, got "
+                          f"{str(args.source)!r}")
+    if args.all == (args.initializer is not None):
+        raise ConfigError("give exactly one of --initializer NAME and --all")
+    model = onnx.load(str(args.source))
+    names = matmul_weights(model) if args.all else [args.initializer]
+    if not names:
+        raise ModelError(f"{args.source} has no float 2-D MatMul/Gemm weight")
+    out, results = quantize_model_weights(model, names, fmt, args.group_size, args.scale_bits)
+    table = Table(title=f"{args.source.name} -> {args.output.name}: {fmt.name.lower()}, "
+                        f"group {args.group_size} along K")
+    for col in ("weight", "K x N", "bits/weight", "relative RMS error", "groups per type"):
+        table.add_column(col)
+    for name, (q, w) in results.items():
+        err = np.sqrt(np.mean((q.dequantize() - w) ** 2) / max(np.mean(w ** 2), 1e-300))
+        counts = np.bincount(q.type_ids.ravel(), minlength=len(candidate_types(fmt)))
+        table.add_row(name, f"{q.k} x {q.codes.shape[0]}", f"{q.bits_per_weight():.4f}",
+                      f"{err:.3%}", ", ".join(f"{n}: {int(c)}" for n, c in
+                                              zip(candidate_types(fmt), counts, strict=True)))
+    Console().print(table)
+    onnx.save(out, str(args.output))
+    print(f"wrote {args.output}")
     return 0
