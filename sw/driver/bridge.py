@@ -9,6 +9,7 @@ interrupt is waited for with ``WAIT_IRQ`` on the device, so no extra wire is nee
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import select
@@ -16,15 +17,17 @@ import struct
 import subprocess
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from trilobit.errors import BackendError, DeviceTimeout
+from trilobit.errors import BackendError, ConfigError, DeviceTimeout
 from trilobit.hw.bridge_protocol import IDLE, MAX_WORDS, Command, Reply, request
 from trilobit.sw.driver.transport import check_range
 
-__all__ = ["ByteLink", "UartLink", "SpidevLink", "ProcessLink", "Bridge", "BridgeRegisters",
-           "BridgeMemory"]
+__all__ = ["ByteLink", "UartLink", "SpiBus", "Spidev", "SpidevLink", "ProcessSpiBus", "ProcessLink",
+           "Bridge",
+           "BridgeRegisters", "BridgeMemory"]
 
 
 class ByteLink(Protocol):
@@ -104,56 +107,143 @@ SPI_IOC_MESSAGE_1 = 0x40206B00
 #: ``SPI_IOC_WR_MAX_SPEED_HZ`` and ``SPI_IOC_WR_MODE``.
 SPI_IOC_WR_MAX_SPEED_HZ = 0x40046B04
 SPI_IOC_WR_MODE = 0x40016B01
+#: ``struct spi_ioc_transfer`` (linux/spi/spidev.h): tx_buf, rx_buf (u64 user addresses),
+#: len, speed_hz (u32), delay_usecs (u16), bits_per_word, cs_change, tx_nbits, rx_nbits,
+#: word_delay_usecs, pad (u8).
+SPI_IOC_TRANSFER = struct.Struct("=QQIIHBBBBBB")
+#: Largest transfer of the spidev driver with its default ``bufsiz`` module parameter, bytes.
+SPIDEV_MAX_TRANSFER = 4096
 
 
-class SpidevLink:
-    """Linux spidev, SPI mode 0, one full-duplex transfer per call.
+class SpiBus(Protocol):
+    """A full-duplex SPI controller: every byte sent clocks one byte back."""
 
-    ``speed_hz`` must be at most 1/8 of the board's clock (:mod:`trilobit.hw.bridge_spi`).
+    name: str
 
-    Every byte the host clocks in has a byte coming back: during a request the bridge
-    shifts out idle bytes (0xFF, skipped by :class:`Bridge`), and while reading a reply the
-    host sends zeros (``NOP`` fragments the bridge drops or discards at the next chip select).
+    def transfer(self, data: bytes) -> bytes:
+        """Send ``data`` in one chip-select frame; the bytes clocked in meanwhile."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Spidev:
+    """Linux spidev (``/dev/spidevB.C``): SPI mode 0, 8-bit words, ``speed_hz`` SCK.
+
+    Each :meth:`transfer` is one ``SPI_IOC_MESSAGE(1)`` ioctl: chip-select is asserted for
+    the transfer and released after it. ``ioctl`` is :func:`fcntl.ioctl` (replaceable to
+    test the encoding without a kernel driver).
     """
 
-    def __init__(self, path: str | Path = "/dev/spidev0.0", speed_hz: int = 1_000_000):
-        import ctypes
-
-        self._ctypes = ctypes
+    def __init__(self, path: str | Path = "/dev/spidev0.0", speed_hz: int = 1_000_000,
+                 ioctl: Callable = fcntl.ioctl):
+        if not 1 <= speed_hz <= 100_000_000:
+            raise ConfigError(f"spidev speed_hz must be in 1..100000000, got {speed_hz}")
         self.name = str(path)
         self.speed_hz = speed_hz
+        self._ioctl = ioctl
         try:
             self._fd = os.open(path, os.O_RDWR)
         except OSError as exc:
             raise BackendError(f"cannot open spidev {path}: {exc}") from None
         try:
-            fcntl.ioctl(self._fd, SPI_IOC_WR_MODE, struct.pack("=B", 0))
-            fcntl.ioctl(self._fd, SPI_IOC_WR_MAX_SPEED_HZ, struct.pack("=I", speed_hz))
+            ioctl(self._fd, SPI_IOC_WR_MODE, struct.pack("=B", 0))
+            ioctl(self._fd, SPI_IOC_WR_MAX_SPEED_HZ, struct.pack("=I", speed_hz))
         except OSError as exc:
             os.close(self._fd)
+            self._fd = -1
             raise BackendError(f"cannot configure spidev {path}: {exc}") from None
 
-    def _transfer(self, data: bytes) -> bytes:
-        ctypes = self._ctypes
+    def transfer(self, data: bytes) -> bytes:
+        if not 0 < len(data) <= SPIDEV_MAX_TRANSFER:
+            raise ValueError(f"one spidev transfer is 1..{SPIDEV_MAX_TRANSFER} bytes, got "
+                             f"{len(data)}")
         tx = ctypes.create_string_buffer(bytes(data), len(data))
         rx = ctypes.create_string_buffer(len(data))
-        message = struct.pack("=QQIIHBBBBBB", ctypes.addressof(tx), ctypes.addressof(rx),
-                              len(data), self.speed_hz, 0, 8, 0, 0, 0, 0, 0)
-        fcntl.ioctl(self._fd, SPI_IOC_MESSAGE_1, message)
+        message = SPI_IOC_TRANSFER.pack(ctypes.addressof(tx), ctypes.addressof(rx), len(data),
+                                        self.speed_hz, 0, 8, 0, 0, 0, 0, 0)
+        try:
+            self._ioctl(self._fd, SPI_IOC_MESSAGE_1, message)
+        except OSError as exc:
+            raise BackendError(f"spidev {self.name}: transfer failed: {exc}") from None
         return rx.raw
-
-    def send(self, data: bytes) -> None:
-        # spidev limits one transfer to its buffer size (4096 bytes by default).
-        for start in range(0, len(data), 4096):
-            self._transfer(data[start : start + 4096])
-
-    def receive(self, size: int, timeout_s: float) -> bytes:
-        return self._transfer(bytes(min(size, 4096)))
 
     def close(self) -> None:
         if self._fd != -1:
             os.close(self._fd)
             self._fd = -1
+
+
+class SpidevLink:
+    """The bridge's byte link over an SPI controller (:class:`Spidev`, or any :class:`SpiBus`).
+
+    SCK must be at most 1/8 of the board's clock (:mod:`trilobit.hw.bridge_spi`).
+
+    SPI is full duplex: while the host sends a request the bridge shifts out idle bytes
+    (0xFF), and while the host reads a reply it sends zeros, which the bridge takes as
+    ``NOP`` header bytes and drops (a partial one is discarded at the next chip-select).
+    Bytes other than idle that arrive while a request is sent are kept for the next
+    :meth:`receive` (they can only be the start of a reply).
+    """
+
+    def __init__(self, bus: SpiBus, max_transfer: int = SPIDEV_MAX_TRANSFER):
+        self.bus = bus
+        self.name = bus.name
+        self.max_transfer = max_transfer
+        self._early = b""
+
+    def send(self, data: bytes) -> None:
+        for start in range(0, len(data), self.max_transfer):
+            back = self.bus.transfer(data[start : start + self.max_transfer])
+            # Idle bytes before a reply carry nothing; from its first byte on, all count.
+            self._early += back if self._early else back.lstrip(bytes([IDLE]))
+
+    def receive(self, size: int, timeout_s: float) -> bytes:
+        if self._early:
+            data, self._early = self._early[:size], self._early[size:]
+            return data
+        return self.bus.transfer(bytes(min(size, self.max_transfer)))
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+class ProcessSpiBus:
+    """An SPI controller played by a child process (the Verilator model of the SPI bridge
+    system, :func:`trilobit.hw.bridge_sim.build_spi_bridge_simulator`): each transfer goes to
+    its standard input as a little-endian u32 length and the bytes; the same number of bytes
+    sampled on MISO comes back on its standard output."""
+
+    def __init__(self, command: list[str]):
+        self.name = Path(command[0]).name
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         bufsize=0)
+
+    def transfer(self, data: bytes) -> bytes:
+        if self._process is None:
+            raise BackendError(f"{self.name}: the SPI bus is closed")
+        self._process.stdin.write(struct.pack("<I", len(data)) + data)
+        back = b""
+        while len(back) < len(data):
+            chunk = self._process.stdout.read(len(data) - len(back))
+            if not chunk:
+                raise BackendError(f"{self.name}: the simulator exited")
+            back += chunk
+        return back
+
+    def close(self) -> None:
+        if self._process is None:
+            return
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._process.stdout.close()
+        self._process.stderr.close()
+        self._process = None
 
 
 class ProcessLink(_FdLink):

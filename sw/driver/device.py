@@ -339,6 +339,7 @@ def open_device(spec: str, config: AcceleratorConfig | None = None) -> Device:
         board=icebreaker,spi=/dev/spidev0.0[,speed=1000000]
         board=ulx3s,uart=/dev/ttyUSB0[,baud=1000000]
         sim=1,memory=16384[,stall=0.3,seed=1]  # the Verilator model of the bridge system
+        sim=spi,memory=16384[,half_period=4]   # the same behind its SPI target, via spidev
 
     ``clock=HZ`` sets the clock used for wall-clock timeouts (default: the board's, else
     10 MHz); ``lock=0`` skips the exclusive lock.
@@ -379,24 +380,33 @@ def open_device(spec: str, config: AcceleratorConfig | None = None) -> Device:
             BridgeMemory,
             BridgeRegisters,
             ProcessLink,
+            ProcessSpiBus,
+            Spidev,
             SpidevLink,
             UartLink,
         )
 
         if "spi" in fields:
-            link = SpidevLink(fields.pop("spi"), int(fields.pop("speed", "1000000")))
+            link = SpidevLink(Spidev(fields.pop("spi"), int(fields.pop("speed", "1000000"))))
         elif "uart" in fields:
             link = UartLink(fields.pop("uart"), int(fields.pop("baud", "1000000")))
         elif "sim" in fields:
-            fields.pop("sim")
+            sim = fields.pop("sim")
             if config is None:
                 raise ConfigError("device spec: sim= needs the accelerator config")
-            from trilobit.hw.bridge_sim import build_bridge_simulator
+            from trilobit.hw import bridge_sim
 
             memory_bytes = memory_bytes or 1 << 16
-            stall = fields.pop("stall", "0")
-            link = ProcessLink([str(build_bridge_simulator(config, memory_bytes)), stall,
-                                fields.pop("seed", "1")])
+            if sim == "spi":  # the SPI target's RTL too, clocked bit by bit
+                executable = bridge_sim.build_spi_bridge_simulator(config, memory_bytes)
+                link = SpidevLink(ProcessSpiBus([str(executable),
+                                                 fields.pop("half_period", "4")]))
+            elif sim == "1":
+                stall = fields.pop("stall", "0")
+                executable = bridge_sim.build_bridge_simulator(config, memory_bytes)
+                link = ProcessLink([str(executable), stall, fields.pop("seed", "1")])
+            else:
+                raise ConfigError(f"device spec: sim must be 1 (byte link) or spi, got {sim!r}")
             lock = False  # a private simulator process per device
         else:
             raise ConfigError(f"device spec {spec!r} names no transport: use uio=, spi=, "
