@@ -11,6 +11,9 @@ Every model here is a real trained model with its real test accuracy:
 * ``mlp_ternary``: a BitNet-style MLP trained in numpy with absmean ternary weights
   (straight-through estimator), int8 absmax activations; exported in QDQ form with int8
   weight initializers whose values are all in {-1, 0, 1}.
+* ``mlp_bitmod``: the MLP's weights quantized by trilobit's BitMoD per-group datatype search
+  (``trilobit quantize-weights``), groups of 32 along K: fc1 FP4 candidates, fc2 FP3
+  candidates, in the per-group ONNX form (int8 values + blocked DequantizeLinear).
 
 Quantized forms come from stock ``onnxruntime.quantization``: QDQ (``quantize_static``,
 per tensor and per channel), QOperator (QGemm / QLinearMatMul / QLinearConv), dynamic
@@ -302,6 +305,15 @@ def quantize_int4_model(model: onnx.ModelProto, qdq: bool, block_size: int = 32)
     return quantizer.model.model
 
 
+def bitmod_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Weight-only BitMoD per-group model: fc1 FP4, fc2 FP3, groups of 32 along K."""
+    from trilobit.sw.quantize_cli import quantize_model_weights
+
+    model, _ = quantize_model_weights(model, ["fc1.weight"], "fp4", group_size=32)
+    model, _ = quantize_model_weights(model, ["fc2.weight"], "fp3", group_size=32)
+    return model
+
+
 def accuracy(model: onnx.ModelProto, feed_name: str, x: np.ndarray, y: np.ndarray) -> float:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     logits = session.run(None, {feed_name: x})[0]
@@ -353,6 +365,7 @@ def main() -> None:
         models["cnn_dynamic"] = (quantize_dynamic_model(cnn, tmp), "image", ximg)
 
     models["mlp_ternary"] = (export_ternary_mlp(w1, w2, x_train), "pixels", xt)
+    models["mlp_bitmod"] = (bitmod_model(mlp_gemm), "pixels", xt)
 
 
     for name, (model, feed, x) in models.items():

@@ -108,7 +108,8 @@ def _assign(node: ir.Node, config) -> ir.Node:
                 return to("bitserial", f"{node.b_dtype} weight-only per block of "
                                        f"{node.block_size}, INT8 activations per row (no "
                                        f"per-group metadata: {exc})")
-        return to("bitserial", f"{node.b_dtype} weight-only, INT8 activations per row")
+        note = f" ({node.reason})" if node.reason else ""  # the importer's, e.g. why no groups
+        return to("bitserial", f"{node.b_dtype} weight-only, INT8 activations per row{note}")
     if isinstance(node, (ir.Quantize, ir.Dequantize)):
         layout = ("blocked" if node.block_size else
                   "per-axis" if np.size(node.scale) > 1 else "per-tensor")

@@ -288,8 +288,9 @@ def _qdq_compute(imp: _Importer, node: onnx.NodeProto) -> ir.Node | None:
         if node.op_type == "Conv" or w.ndim != 2 or pb["axis"] % 2 != int(transposed):
             return None
         blocked = _integer_block_form(w.T if transposed else w, pb)
-        if blocked is None:
-            return None
+        if isinstance(blocked, str):
+            raise _Unsupported(f"{node.op_type} {_node_name(node)!r}: blocked weights not in "
+                               f"the per-group form: {blocked}")
     bias_int = None
     absorbed = [node, dq_b, q]
     if len(node.input) > 2 and node.input[2]:
@@ -342,26 +343,27 @@ def _multiplier(a_scale, b_scale, y_scale) -> np.ndarray:
     return m.reshape(()) if m.size == 1 else m
 
 
-def _integer_block_form(w: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, int] | None:
+def _integer_block_form(w: np.ndarray, p: dict) -> tuple[np.ndarray, np.ndarray, int] | str:
     """The BitMoD per-group ONNX form of blocked weights ``w`` (K, N) along K: signed integer
     values, no (or a zero) zero point, block scales that split exactly into
     ``uint8 * 2**-shift``. Returns (exact integer products (K, N) int64, integer block scales
-    (K_blocks, N), shift), or None for any other blocked weight."""
+    (K_blocks, N), shift), or for any other blocked weight why it is not the form."""
     from trilobit.errors import QuantizationError
     from trilobit.sw.bitmod import integer_scales
 
-    if p["dtype"] not in ("int8", "int4", "int2", "fp4") or (
-            p["zero_point"] is not None and np.any(p["zero_point"])):
-        return None
+    if p["dtype"] not in ("int8", "int4", "int2", "fp4"):
+        return f"{p['dtype']} weights (the form has signed integer values)"
+    if p["zero_point"] is not None and np.any(p["zero_point"]):
+        return "nonzero weight zero points"
     scale = np.asarray(p["scale"], np.float32)
     if scale.ndim != 2 or scale.shape != (-(-w.shape[0] // p["block_size"]), w.shape[1]):
-        return None
+        return f"block scales of shape {scale.shape} are not blocked along K"
     try:
         scale_int, shift = integer_scales(scale)
-    except QuantizationError:
-        return None
-    if not -127 <= shift <= 126:  # 2**-shift must be a normal float32
-        return None
+    except QuantizationError as exc:
+        return str(exc)
+    if not -127 <= shift <= 126:
+        return f"scale exponent 2**{-shift} is not a normal float32"
     b = w.astype(np.int64) * np.repeat(scale_int, p["block_size"], axis=0)[: w.shape[0]]
     return b, scale_int, shift
 
@@ -588,9 +590,11 @@ def _weight_only_dq_matmul(imp: _Importer, node: onnx.NodeProto) -> ir.Node | No
         w = (w.astype(np.float32) * 2).astype(np.int8)
         p = dict(p, scale=(p["scale"] / np.float32(2)).astype(np.float32), dtype="fp4")
     k, n = w.shape
-    blocked = None
+    blocked, why = None, ""
     if p["block_size"] and p["axis"] % 2 == 0:
         blocked = _integer_block_form(w, p)
+        if isinstance(blocked, str):
+            blocked, why = None, f"not the per-group form: {blocked}"
     if blocked is not None:
         # BitMoD per-group form: exact integer products, one block of scale 2**-shift.
         w, scale_int, shift = blocked
@@ -614,7 +618,7 @@ def _weight_only_dq_matmul(imp: _Importer, node: onnx.NodeProto) -> ir.Node | No
         b=w, b_dtype=p["dtype"], scale=np.asarray(scale, np.float32),
         zero_point=None if zp is None else np.asarray(zp, np.int64), block_size=block,
         int_block_scale=None if blocked is None else scale_int,
-        int_block_size=p["block_size"] if blocked is not None else 0,
+        int_block_size=p["block_size"] if blocked is not None else 0, reason=why,
     )
     if all(id(c) == id(node) for c in imp.consumers.get(dq_b.output[0], [])):
         imp.absorbed.add(id(dq_b))
