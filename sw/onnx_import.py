@@ -287,7 +287,8 @@ def _qdq_compute(imp: _Importer, node: onnx.NodeProto) -> ir.Node | None:
         transposed = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
         if node.op_type == "Conv" or w.ndim != 2 or pb["axis"] % 2 != int(transposed):
             return None
-        blocked = _integer_block_form(w.T if transposed else w, pb)
+        blocked = _integer_block_form(w.T if transposed else w,
+                                      dict(pb, scale=pb["scale"].T) if transposed else pb)
         if isinstance(blocked, str):
             raise _Unsupported(f"{node.op_type} {_node_name(node)!r}: blocked weights not in "
                                f"the per-group form: {blocked}")

@@ -342,3 +342,35 @@ def test_digits_mlp_fp4_fp3_on_the_rtl_equals_golden_and_predicts_as_onnxruntime
         {"pixels": x})["logits"])
     np.testing.assert_array_equal(ours.argmax(1), ort_run(model, {"pixels": x}).argmax(1))
     assert rtl.counters()["cycles"] > 0
+
+
+def test_qdq_gemm_with_transposed_weights_and_an_accumulator_unit_bias(rng):
+    """Gemm(transB=1): weights (N, K) blocked along axis 1; an int32 bias whose scale is the
+    accumulator unit a_scale * 2**-shift adds exactly."""
+    k, n, group = 64, 10, 32
+    values, scales = bitmod_arrays(rng, k, n, "fp4", group)
+    _, shift = integer_scales(scales)
+    bias = rng.integers(-5000, 5000, n).astype(np.int32)
+    inits = [numpy_helper.from_array(values.T.copy(), "w"),
+             numpy_helper.from_array(scales.T.copy(), "s"),
+             numpy_helper.from_array(bias, "b"),
+             numpy_helper.from_array(np.float32(0.05 * 2.0**-shift), "bs"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "xs"),
+             numpy_helper.from_array(np.array(2, np.int8), "xz"),
+             numpy_helper.from_array(np.array(0.04, np.float32), "ys"),
+             numpy_helper.from_array(np.array(-1, np.int8), "yz")]
+    nodes = [helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["x"]),
+             helper.make_node("DequantizeLinear", ["w", "s"], ["wf"], axis=1, block_size=group),
+             helper.make_node("DequantizeLinear", ["b", "bs"], ["bf"]),
+             helper.make_node("Gemm", ["x", "wf", "bf"], ["y"], name="fc", transB=1),
+             helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"])]
+    model = _model(nodes, [helper.make_tensor_value_info("xq", TensorProto.INT8, ["M", k])],
+                   [helper.make_tensor_value_info("yq", TensorProto.INT8, ["M", n])], inits)
+    xq = rng.integers(-128, 128, (12, k)).astype(np.int8)
+    program = compile_model(model, "tiny", batch=4)
+    assert program.graph.node_by_name("fc").engine == "bitserial"
+    assert program.kernels["fc"][0].group_size == 32
+    ours = Session(program, config="tiny").run({"xq": xq})["yq"]
+    theirs = ort_run(model, {"xq": xq})
+    assert np.abs(ours.astype(np.int64) - theirs).max() <= 1
+    assert (ours == theirs).mean() > 0.95
