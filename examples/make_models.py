@@ -14,6 +14,8 @@ Every model here is a real trained model with its real test accuracy:
 * ``mlp_bitmod``: the MLP's weights quantized by trilobit's BitMoD per-group datatype search
   (``trilobit quantize-weights``), groups of 32 along K: fc1 FP4 candidates, fc2 FP3
   candidates, in the per-group ONNX form (int8 values + blocked DequantizeLinear).
+* ``mlp_bitmod_qdq``: the per-channel QDQ model (int8 activations) with its weights
+  requantized the same way (FP4, groups of 32) and its biases in the accumulator unit.
 
 Quantized forms come from stock ``onnxruntime.quantization``: QDQ (``quantize_static``,
 per tensor and per channel), QOperator (QGemm / QLinearMatMul / QLinearConv), dynamic
@@ -314,6 +316,14 @@ def bitmod_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def bitmod_qdq_model(qdq: onnx.ModelProto) -> onnx.ModelProto:
+    """A QDQ model's int8 weights requantized into BitMoD FP4 groups of 32."""
+    from trilobit.sw.quantize_cli import qdq_matmul_weights, quantize_model_weights
+
+    model, _ = quantize_model_weights(qdq, qdq_matmul_weights(qdq), "fp4", group_size=32)
+    return model
+
+
 def accuracy(model: onnx.ModelProto, feed_name: str, x: np.ndarray, y: np.ndarray) -> float:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     logits = session.run(None, {feed_name: x})[0]
@@ -366,6 +376,7 @@ def main() -> None:
 
     models["mlp_ternary"] = (export_ternary_mlp(w1, w2, x_train), "pixels", xt)
     models["mlp_bitmod"] = (bitmod_model(mlp_gemm), "pixels", xt)
+    models["mlp_bitmod_qdq"] = (bitmod_qdq_model(models["mlp_qdq_perchannel"][0]), "pixels", xt)
 
 
     for name, (model, feed, x) in models.items():

@@ -35,7 +35,8 @@ from trilobit.sw.bitmod import (
     quantize_rtn,
 )
 
-__all__ = ["register", "load_weights", "matmul_weights", "quantize_model_weights"]
+__all__ = ["register", "load_weights", "matmul_weights", "qdq_matmul_weights",
+           "quantize_model_weights"]
 
 #: Opset of blocked DequantizeLinear (``block_size``).
 BLOCKED_DQ_OPSET = 21
@@ -158,6 +159,55 @@ def matmul_weights(model) -> list[str]:
     return names
 
 
+def qdq_matmul_weights(model) -> list[str]:
+    """Names of the integer initializers a DequantizeLinear (per tensor or per axis) turns
+    into input B of a MatMul or Gemm (the weights of a QDQ model), in order."""
+    inits = {i.name for i in model.graph.initializer}
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits \
+                and _qdq_weight(model, node.input[0], strict=False) is not None \
+                and node.input[0] not in names:
+            names.append(node.input[0])
+    return names
+
+
+def _qdq_weight(model, name: str, strict: bool = True):
+    """(DequantizeLinear node, indices of its MatMul/Gemm readers) when integer initializer
+    ``name`` is a QDQ weight; else ConfigError naming it (``strict``) or None."""
+    from onnx import helper
+
+    def no(why: str):
+        if strict:
+            raise ConfigError(f"initializer {name!r} is not the 2-D weight of a MatMul or Gemm: "
+                              f"{why}")
+        return None
+
+    nodes = model.graph.node
+    readers = [n for n in nodes if name in n.input]
+    if len(readers) != 1 or readers[0].op_type != "DequantizeLinear" \
+            or readers[0].input[0] != name:
+        return no("it is read other than by one DequantizeLinear")
+    dq = readers[0]
+    if any(a.name == "block_size" and helper.get_attribute_value(a) for a in dq.attribute):
+        return no("it is already blocked")
+    init = next(i for i in model.graph.initializer if i.name == name)
+    if len(init.dims) != 2:
+        return no(f"it has shape {tuple(init.dims)}, not 2-D")
+    users = [i for i, n in enumerate(nodes) if dq.output[0] in n.input]
+    for i in users:
+        node = nodes[i]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type not in ("MatMul", "Gemm") or list(node.input).index(dq.output[0]) != 1 \
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 \
+                or attrs.get("transA", 0):
+            return no(f"its DequantizeLinear output feeds {node.op_type} "
+                      f"{node.name!r} other than as a plain MatMul/Gemm B")
+    if not users or len({_trans_b(nodes[i]) for i in users}) > 1:
+        return no("no MatMul/Gemm reads it in one orientation")
+    return dq, users
+
+
 def _weight_users(model, name: str) -> list[int]:
     """Indices of the nodes reading ``name``; ConfigError naming it unless each reads it as
     a 2-D float MatMul B or a Gemm B (alpha = beta = 1, transA = 0)."""
@@ -244,8 +294,12 @@ def quantize_model_weights(model, names: list[str], fmt: WeightFormat | str = "f
     dq_nodes, new_nodes = [], []
     replaced: dict[int, list] = {}  # node index -> its replacement nodes
     for name in dict.fromkeys(names):
+        init = next((i for i in graph.initializer if i.name == name), None)
+        if init is not None and init.data_type != onnx.TensorProto.FLOAT \
+                and any(n.op_type == "DequantizeLinear" for n in graph.node if name in n.input):
+            results[name] = _rewrite_qdq_weight(model, name, fmt, group_size, scale_bits, taken)
+            continue
         users = _weight_users(model, name)
-        init = next(i for i in graph.initializer if i.name == name)
         w = numpy_helper.to_array(init).astype(np.float64)
         transposed = _trans_b(graph.node[users[0]])
         w_kn = w.T if transposed else w
@@ -264,6 +318,7 @@ def quantize_model_weights(model, names: list[str], fmt: WeightFormat | str = "f
         for i in users:
             replaced[i] = _as_matmul(graph.node[i], out, taken)
         results[name] = (q, w_kn.T)
+    for name, (q, _) in results.items():
         counts = np.bincount(q.type_ids.ravel(), minlength=len(candidate_types(fmt)))
         helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
                                        f"trilobit.bitmod.{name}": json.dumps({
@@ -279,6 +334,73 @@ def quantize_model_weights(model, names: list[str], fmt: WeightFormat | str = "f
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"the rewritten model does not check: {exc}") from exc
     return model, results
+
+
+def _rewrite_qdq_weight(model, name: str, fmt: WeightFormat, group_size: int, scale_bits: int,
+                        taken: set[str]) -> tuple[BitModWeights, np.ndarray]:
+    """Requantize the QDQ weight ``name`` (per tensor / per axis) into the per-group form in
+    place: its DequantizeLinear reads the new values and block scales; a Gemm bias
+    ``DequantizeLinear(int32)`` is requantized to the accumulator unit
+    ``a_scale * 2**-shift`` when the activation scale is a constant, so it stays exact."""
+    from onnx import helper, numpy_helper
+
+    from trilobit.quant import dequantize_linear
+    from trilobit.sw.onnx_import import ONNX_TO_DTYPE
+
+    graph = model.graph
+    dq, users = _qdq_weight(model, name)
+    inits = {i.name: i for i in graph.initializer}
+
+    def const(n: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[n]) if n in inits else None
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in dq.attribute}
+    zp = const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+    w = dequantize_linear(const(name), const(dq.input[1]), zp,
+                          dtype=ONNX_TO_DTYPE.get(inits[name].data_type, "int8"),
+                          axis=attrs.get("axis", 1)).astype(np.float64)
+    transposed = _trans_b(graph.node[users[0]])
+    w_nk = w if transposed else w.T
+    q = quantize_bitmod(w_nk, fmt, group_size, scale_bits)
+    values, scales = onnx_block_arrays(q)
+    v_name, s_name = _unique(f"{name}.bitmod", taken), _unique(f"{name}.scale", taken)
+    graph.initializer.extend([
+        numpy_helper.from_array(values.T.copy() if transposed else values, v_name),
+        numpy_helper.from_array(scales.T.copy() if transposed else scales, s_name)])
+    old = [n for n in dq.input if n]
+    del dq.input[:]
+    dq.input.extend([v_name, s_name])
+    del dq.attribute[:]
+    dq.attribute.extend([helper.make_attribute("axis", 1 if transposed else 0),
+                         helper.make_attribute("block_size", q.group_size)])
+    for i in users:
+        node = graph.node[i]
+        producers = {o: n for n in graph.node for o in n.output}
+        act = producers.get(node.input[0])
+        bias = producers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if bias is None or bias.op_type != "DequantizeLinear" or act is None \
+                or act.op_type != "DequantizeLinear" or const(act.input[1]) is None \
+                or const(act.input[1]).size != 1 or const(bias.input[0]) is None:
+            continue
+        b_zp = const(bias.input[2]) if len(bias.input) > 2 and bias.input[2] else 0
+        b_float = ((const(bias.input[0]).astype(np.int64) - b_zp).astype(np.float32)
+                   * const(bias.input[1]).astype(np.float32))  # 1-D bias: axis 0 or scalar
+        unit = np.float32(const(act.input[1]).reshape(())) * np.float32(2.0 ** -q.shift)
+        b_int = np.rint(b_float.astype(np.float64) / np.float64(unit))
+        if np.abs(b_int).max(initial=0) >= 2**31:
+            continue
+        b_name, u_name = _unique(f"{bias.input[0]}.acc", taken), _unique(f"{name}.unit", taken)
+        graph.initializer.extend([numpy_helper.from_array(b_int.astype(np.int32), b_name),
+                                  numpy_helper.from_array(np.array(unit, np.float32), u_name)])
+        old += [n for n in bias.input if n]
+        del bias.input[:]
+        bias.input.extend([b_name, u_name])
+        del bias.attribute[:]
+    still_read = {n for node in graph.node for n in node.input}
+    for n in dict.fromkeys(old):
+        if n in inits and n not in still_read:
+            graph.initializer.remove(inits[n])
+    return q, w_nk
 
 
 def _as_matmul(node, weight: str, taken: set[str]) -> list:
@@ -309,9 +431,11 @@ def _run_onnx(args: argparse.Namespace, fmt: WeightFormat) -> int:
     if args.all == (args.initializer is not None):
         raise ConfigError("give exactly one of --initializer NAME and --all")
     model = onnx.load(str(args.source))
-    names = matmul_weights(model) if args.all else [args.initializer]
+    names = matmul_weights(model) + qdq_matmul_weights(model) if args.all \
+        else [args.initializer]
     if not names:
-        raise ModelError(f"{args.source} has no float 2-D MatMul/Gemm weight")
+        raise ModelError(f"{args.source} has no 2-D MatMul/Gemm weight (float, or int8 "
+                         f"behind a DequantizeLinear)")
     out, results = quantize_model_weights(model, names, fmt, args.group_size, args.scale_bits)
     table = Table(title=f"{args.source.name} -> {args.output.name}: {fmt.name.lower()}, "
                         f"group {args.group_size} along K")

@@ -332,15 +332,43 @@ def test_digits_mlp_quantized_by_the_cli_matches_onnxruntime(fmt, digits):
     assert (theirs.argmax(1) == labels).mean() > 0.9
 
 
+@pytest.mark.parametrize("fmt", ["fp4", "fp3"])
+def test_qdq_digits_mlp_requantized_by_the_cli_equals_onnxruntime(fmt, digits, tmp_path):
+    """quantize_static's per-channel QDQ model (int8 activations): ``--all`` requantizes its
+    int8 weights into per-group form and its int32 biases into the accumulator unit; the
+    integer path then gives onnxruntime's logits exactly on the whole test set."""
+    from trilobit.cli import main
+
+    out = tmp_path / "qdq.onnx"
+    assert main(["quantize-weights", str(MODELS / "digits_mlp_qdq_perchannel.onnx"), "--all",
+                 "--format", fmt, "--group-size", "32", "-o", str(out)]) == 0
+    model = onnx.load(out)
+    x, labels = digits
+    session = Session(model, config="tiny", batch=64)
+    for name in ("fc1", "fc2"):
+        node = session.program.graph.node_by_name(name)
+        assert node.kind == "QMatMul" and node.engine == "bitserial"
+        assert session.program.kernels[name][0].group_size == 32
+    ours = session.run({"pixels": x})["logits"]
+    np.testing.assert_array_equal(ours, ort_run(model, {"pixels": x}))
+    np.testing.assert_array_equal(ours, ort_run(model, {"pixels": x}, optimized=True))
+    assert (ours.argmax(1) == labels).mean() > 0.9
+
+
 @pytest.mark.verilator
-def test_digits_mlp_fp4_fp3_on_the_rtl_equals_golden_and_predicts_as_onnxruntime(digits):
+@pytest.mark.parametrize("name", ["mlp_bitmod", "mlp_bitmod_qdq"])
+def test_digits_bitmod_models_on_the_rtl_equal_golden_and_predict_as_onnxruntime(name, digits):
+    """``mlp_bitmod``: weight-only fc1 FP4 / fc2 FP3; ``mlp_bitmod_qdq``: int8 activations."""
     x = digits[0][:8]
-    model = onnx.load(MODELS / "digits_mlp_bitmod.onnx")
+    model = onnx.load(MODELS / f"digits_{name}.onnx")
     rtl = Session(model, config="tiny", backend="verilator", batch=4)
     ours = rtl.run({"pixels": x})["logits"]
     np.testing.assert_array_equal(ours, Session(model, config="tiny", batch=4).run(
         {"pixels": x})["logits"])
-    np.testing.assert_array_equal(ours.argmax(1), ort_run(model, {"pixels": x}).argmax(1))
+    theirs = ort_run(model, {"pixels": x})
+    np.testing.assert_array_equal(ours.argmax(1), theirs.argmax(1))
+    if name == "mlp_bitmod_qdq":
+        np.testing.assert_array_equal(ours, theirs)
     assert rtl.counters()["cycles"] > 0
 
 
