@@ -41,6 +41,7 @@ from amaranth.lib.wiring import In, Out
 from trilobit.config import AcceleratorConfig
 from trilobit.hw.accel_compute import BitSerialGemmUnit, TlmmGemmUnit
 from trilobit.hw.accel_csr import COUNTERS, REGISTERS
+from trilobit.hw.accel_post import PARAM_BITS, PostUnit
 from trilobit.isa import (
     ENGINE_FORMATS,
     FORMATS,
@@ -56,7 +57,7 @@ from trilobit.isa import (
     reserved_mask,
 )
 
-__all__ = ["AcceleratorCore", "field_values", "ort_round"]
+__all__ = ["AcceleratorCore", "field_values"]
 
 STATE_IDLE, STATE_BUSY, STATE_DONE, STATE_ERROR = 0, 1, 2, 3
 
@@ -81,79 +82,6 @@ def field_values(insn: Signal, opcode: Opcode) -> dict:
 def _ceil_shift(value, shift: int):
     """ceil(value / 2**shift) for unsigned values."""
     return (value + ((1 << shift) - 1)) >> shift
-
-
-def _highest_set_bit(m: Module, value, width: int) -> Signal:
-    """Index of the most significant 1 of ``value`` (0 when value is 0)."""
-    position = Signal(range(width))
-    for i in range(width):
-        with m.If(value[i]):
-            m.d.comb += position.eq(i)  # later assignments win: the highest bit
-    return position
-
-
-def _shift_round_half_even(m: Module, value, shift, width: int) -> Signal:
-    """``value / 2**shift`` rounded to nearest, ties to even (unsigned ``value``)."""
-    kept = Signal(width)
-    m.d.comb += kept.eq(value >> shift)
-    mask = Signal(width)
-    m.d.comb += mask.eq((Const(1, width + 1) << shift) - 1)
-    rest = Signal(width)
-    m.d.comb += rest.eq(value & mask)
-    half = Signal(width)
-    m.d.comb += half.eq(mask >> 1)  # 2**(shift-1) - 1; a remainder above it is >= half
-    result = Signal(width + 1)
-    round_up = (shift != 0) & ((rest > half + 1) | ((rest == half + 1) & kept[0]))
-    m.d.comb += result.eq(kept + round_up)
-    return result
-
-
-def ort_round(m: Module, v, multiplier_bits) -> Signal:
-    """onnxruntime's ``rint(float32(float32(v) * multiplier))`` for int32 ``v``, exactly.
-
-    Returns a signed value; magnitudes of 512 and more come out as +-1023 (every output type
-    saturates them). The multiplier reads as 0 when negative, subnormal, infinite or NaN, as
-    in :func:`trilobit.sim.golden.ort_multiplier_from_bits`. The two float32 roundings are
-    done on integers: ``float32(v)`` keeps 24 significant bits of ``|v|``, the product of
-    that with the 24-bit significand keeps 24 bits again, then the binary point is applied
-    with round half to even. Products below 2**-126 would be float32 subnormals, but they are
-    below 0.5 and round to 0 either way.
-    """
-    exponent = multiplier_bits[23:31]
-    valid = ~multiplier_bits[31] & (exponent != 0) & (exponent != 0xFF)
-    significand = Cat(multiplier_bits[0:23], Const(1, 1))
-    negative = v < 0
-    magnitude = Signal(32)
-    m.d.comb += magnitude.eq(Mux(negative, -v, v))
-    # float32(v): keep 24 significant bits.
-    top = _highest_set_bit(m, magnitude, 32)
-    drop = Signal(range(9))
-    m.d.comb += drop.eq(Mux(top > 23, top - 23, 0))
-    v24 = Signal(33)
-    m.d.comb += v24.eq(_shift_round_half_even(m, magnitude, drop, 32) << drop)
-    # The exact product, then its float32 rounding to 24 significant bits.
-    product = Signal(57)
-    m.d.comb += product.eq(v24 * significand)
-    ptop = _highest_set_bit(m, product, 57)
-    pdrop = Signal(range(40))
-    m.d.comb += pdrop.eq(Mux(ptop > 23, ptop - 23, 0))
-    p24 = _shift_round_half_even(m, product, pdrop, 57)  # <= 2**24
-    # |result| = p24 * 2**e2, e2 = pdrop + exponent - 150.
-    e2 = Signal(signed(10))
-    m.d.comb += e2.eq(pdrop + exponent - 150)
-    right = Signal(8)
-    m.d.comb += right.eq(Mux(-e2 > 26, 26, -e2))
-    rounded = _shift_round_half_even(m, p24[:25], right, 25)
-    mag = Signal(11)
-    with m.If(~valid | (product == 0)):
-        m.d.comb += mag.eq(0)
-    with m.Elif(e2 >= -14):  # p24 >= 2**23, so the value is at least 2**9
-        m.d.comb += mag.eq(1023)
-    with m.Else():
-        m.d.comb += mag.eq(rounded)
-    result = Signal(signed(12))
-    m.d.comb += result.eq(Mux(negative, -mag, mag))
-    return result
 
 
 def gemm_rows(m: Module, fields: dict, lb: int, lgs: int) -> tuple[Signal, Signal, Signal]:
@@ -295,10 +223,22 @@ class AcceleratorCore(wiring.Component):
 
         decode_error = Signal(8)
         legal = Signal()
+        # A POST in a requantization mode the config leaves out is illegal (no hardware).
+        post_mode_built = Signal()
+        with m.Switch(F[Opcode.POST]["mode"]):
+            with m.Case(PostMode.ORT):
+                m.d.comb += post_mode_built.eq("ort" in cfg.requant_modes)
+            with m.Case(PostMode.DYADIC):
+                m.d.comb += post_mode_built.eq("dyadic" in cfg.requant_modes)
+            with m.Default():
+                m.d.comb += post_mode_built.eq(1)
         with m.Switch(opcode):
             for op in Opcode:
                 with m.Case(int(op)):
-                    m.d.comb += legal.eq((insn & Const(reserved_mask(op), INSN_BITS)) == 0)
+                    no_reserved = (insn & Const(reserved_mask(op), INSN_BITS)) == 0
+                    if op == Opcode.POST:
+                        no_reserved &= post_mode_built
+                    m.d.comb += legal.eq(no_reserved)
 
         # Per-opcode field, range and window checks (priority as docs/isa.md).
         bad_field = Signal()
@@ -463,45 +403,33 @@ class AcceleratorCore(wiring.Component):
                      param_r.en.eq(1), out_r.en.eq(1)]
 
 
-        # POST stage-1 datapath
-        acc_entry_now = acc_r.data.word_select(s1_acc_sel, 32).as_signed() if eb else \
-            acc_r.data[:32].as_signed()
-        p_acc = acc_entry_now
-        p_par = param_r.data
-        p_bias_v = p_par[0:32].as_signed()
-        p_mult = p_par[32:63]
-        p_shift_raw = p_par[64:70]
-        p_zp = Mux(p_unsigned, p_par[72:80], p_par[72:80].as_signed())
-        p_lo = Mux(p_unsigned, p_par[80:88], p_par[80:88].as_signed())
-        p_hi = Mux(p_unsigned, p_par[88:96], p_par[88:96].as_signed())
-        r_byte = inp_r.data.word_select(s1_byte, 8).as_signed() if lb else inp_r.data[:8]
-        p_v = Signal(signed(32))
-        m.d.comb += p_v.eq(
-            Mux(p_noacc, 0, p_acc) + Mux(p_bias, p_bias_v, 0)
-            + Mux(p_res, (r_byte - p_res_zp) * p_res_mult, 0)
-        )
-        p_shift = Signal(6)
-        m.d.comb += p_shift.eq(Mux(p_shift_raw == 0, 1, Mux(p_shift_raw > 62, 62, p_shift_raw)))
-        p_half = Signal(6)  # the rounding term is 2**(s-1)
-        m.d.comb += p_half.eq(p_shift - 1)
-        p_prod = Signal(signed(66))
-        m.d.comb += p_prod.eq(p_v * p_mult.as_unsigned() + (Const(1, 66) << p_half))
-        p_rounded = Signal(signed(66))
-        m.d.comb += p_rounded.eq(p_prod >> p_shift)
-        p_ort = ort_round(m, p_v, p_par[32:64])
-        p_y = Signal(signed(67))
-        m.d.comb += p_y.eq(Mux(p_mode == PostMode.ORT, p_ort, p_rounded) + p_zp)
-        qmin = Mux(p_unsigned, 0, -128)
-        qmax = Mux(p_unsigned, 255, 127)
-        p_sat = Signal(signed(10))
-        m.d.comb += p_sat.eq(Mux(p_y < qmin, qmin, Mux(p_y > qmax, qmax, p_y)))
-        p_clip = Signal(signed(10))
-        m.d.comb += p_clip.eq(Mux(p_sat < p_lo, p_lo, p_sat))
-        p_out = Signal(signed(10))
-        m.d.comb += p_out.eq(Mux(p_clip > p_hi, p_hi, p_clip))
+        flush = Signal()  # START and the watchdog empty the queues and the pipelines
+        # POST: the pipelined unit (hw/accel_post.py); operands come from the buffers' read
+        # ports one cycle after the addresses, results go to ACC or OUT at the tag's place.
+        tag_layout = {"acc_line": 16, "acc_sel": max(eb, 1), "out_line": 17,
+                      "byte": max(lb, 1)}
+        tag_bits = sum(tag_layout.values())
+        p1_valid = Signal()  # operand addresses were issued last cycle
+        m.submodules.post = post = ResetInserter(flush)(PostUnit(cfg, tag_bits=tag_bits))
+        m.d.comb += [
+            post.mode.eq(p_mode), post.out_unsigned.eq(p_unsigned), post.bias.eq(p_bias),
+            post.residual.eq(p_res), post.no_acc.eq(p_noacc), post.res_zp.eq(p_res_zp),
+            post.res_mult.eq(p_res_mult),
+            post.operands.payload.acc.eq(
+                acc_r.data.word_select(s1_acc_sel, 32) if eb else acc_r.data[:32]),
+            post.operands.payload.param.eq(param_r.data[:PARAM_BITS]),
+            post.operands.payload.residual.eq(
+                inp_r.data.word_select(s1_byte, 8) if lb else inp_r.data[:8]),
+            post.operands.payload.tag.eq(Cat(s1_acc_line, s1_acc_sel, s1_out_line, s1_byte)),
+        ]
+        r_tag = post.result.payload.tag
+        r_acc_line = r_tag[0:16]
+        r_acc_sel = r_tag[16:16 + max(eb, 1)]
+        r_out_line = r_tag[16 + max(eb, 1):33 + max(eb, 1)]
+        r_byte = r_tag[33 + max(eb, 1):]
+        r_value = post.result.payload.value
 
         # -- unit instruction queues, run-time tokens, bus arbiter ---------------------------
-        flush = Signal()  # START and the watchdog empty the queues
         queues = {}
         for name in ("load", "compute", "store"):
             fifo = ResetInserter(flush)(SyncFIFO(width=INSN_BITS, depth=cfg.queue_depth))
@@ -884,22 +812,24 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += [gj.eq(0), gi.eq(gi + 1), p_out_base.eq(p_out_base + p_orow),
                                  p_res_base.eq(p_res_base + p_orow)]
                     with m.If(gi == g_m - 1):
-                        m.next = "DRAIN"
+                        m.next = "POST_DRAIN"
                 with m.Else():
                     m.d.sync += gj.eq(gj + 1)
                 m.d.sync += acc_ptr.eq(acc_ptr + 1)
                 abort_on_watchdog()
 
-            with m.State("DRAIN"):
-                # Stage 1 writes the last result this cycle; the tokens go out with it.
+            with m.State("POST_DRAIN"):
+                # The last results are still in the unit's pipeline: the tokens go out once
+                # it is empty (every result written).
                 m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
-                m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
-                m.next = "IDLE"
+                with m.If(~p1_valid & ~post.busy):
+                    m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
+                    m.next = "IDLE"
                 abort_on_watchdog()
 
-        # POST stage 0 / stage 1
-        p1_valid = Signal()
+        # POST operands: addresses now, buffer data (and the tag) next cycle.
         m.d.sync += p1_valid.eq(post_issue)
+        m.d.comb += post.operands.valid.eq(p1_valid)
         with m.If(post_issue):
             m.d.comb += [
                 acc_r.addr.eq(acc_ptr >> eb),
@@ -912,18 +842,18 @@ class AcceleratorCore(wiring.Component):
                 s1_out_line.eq(p_out_base + (gj >> lb)),
                 s1_byte.eq(gj[:lb]),
             ]
-        with m.If(p1_valid):
+        with m.If(post.result.valid):
             with m.If(p_mode == PostMode.ACC):
                 m.d.comb += [
-                    acc_w.addr.eq(s1_acc_line),
-                    acc_w.data.eq(p_v.as_unsigned().replicate(line // 4)),
-                    acc_w.en.eq(Const(1, line // 4) << s1_acc_sel),
+                    acc_w.addr.eq(r_acc_line),
+                    acc_w.data.eq(r_value.as_unsigned().replicate(line // 4)),
+                    acc_w.en.eq(Const(1, line // 4) << r_acc_sel),
                 ]
             with m.Else():
                 m.d.comb += [
-                    out_w.addr.eq(s1_out_line),
-                    out_w.data.eq(p_out.as_unsigned()[:8].replicate(line)),
-                    out_w.en.eq(Const(1, line) << s1_byte),
+                    out_w.addr.eq(r_out_line),
+                    out_w.data.eq(r_value.as_unsigned()[:8].replicate(line)),
+                    out_w.en.eq(Const(1, line) << r_byte),
                 ]
         # Engine units own the buffer read ports (and ACC's write port) while they run.
         for unit in gemm_units.values():

@@ -1,13 +1,18 @@
-"""The post-processing unit's float32 (ORT) rounding against trilobit.requant, in the
-Amaranth simulator (no C++ build)."""
+"""The pipelined post-processing unit (hw/accel_post.py) against trilobit.requant, in the
+Amaranth simulator (no C++ build): float32 (ORT) and dyadic requantization, ACC mode, bias,
+residual, saturation and clip, with random gaps in the operand stream."""
 
 import numpy as np
-from amaranth import Module, Signal, signed
+import pytest
 from amaranth.sim import Simulator
 
-from trilobit.hw.accel_core import ort_round
-from trilobit.requant import requantize_ort
-from trilobit.sim.golden import ort_multiplier_from_bits
+from trilobit.config import preset
+from trilobit.hw.accel_post import PostUnit
+from trilobit.isa import PostMode
+from trilobit.requant import MAX_SHIFT, requantize_dyadic, requantize_ort
+from trilobit.sim.golden import ort_multiplier_from_bits, wrap_int32
+
+TAG_BITS = 12
 
 
 def ort_cases(rng, n):
@@ -32,33 +37,176 @@ def ort_cases(rng, n):
     return v, bits
 
 
-def test_ort_rounding_matches_onnxruntime_semantics(rng):
-    v_values, bit_values = ort_cases(rng, 1500)
-    m = Module()
-    v = Signal(signed(32))
-    bits = Signal(32)
-    result = ort_round(m, v, bits)
-    expected = []
-    for vv, bb in zip(v_values, bit_values, strict=True):
-        mult = ort_multiplier_from_bits(np.array([bb], dtype=np.uint32))
-        # The widest window an output type can need is [-255, 255]: uint8 with zero point 0
-        # gives the positive half, uint8 with zero point 255 the negative half.
-        positive = int(requantize_ort(np.array([vv]), mult, 0, "uint8")[0])
-        negative = int(requantize_ort(np.array([vv]), mult, 255, "uint8")[0]) - 255
-        expected.append(positive if positive > 0 else negative)
-    got = []
+def param_words(bias, mult_bits, shift, zp, lo, hi) -> list[int]:
+    """PARAM entries (low 96 bits) as docs/isa.md lays them out."""
+    words = []
+    for b, mb, s, z, lo_, hi_ in zip(bias, mult_bits, shift, zp, lo, hi, strict=True):
+        words.append((int(b) & 0xFFFFFFFF) | (int(mb) & 0xFFFFFFFF) << 32 | (int(s) & 0xFF) << 64
+                     | (int(z) & 0xFF) << 72 | (int(lo_) & 0xFF) << 80 | (int(hi_) & 0xFF) << 88)
+    return words
+
+
+def expected_results(settings, acc, bias, residual, mult_bits, shift, zp, lo, hi):
+    """docs/isa.md's POST, from trilobit.requant (the unit's contract)."""
+    v = np.zeros(acc.size, np.int64) if settings["no_acc"] else acc.astype(np.int64)
+    if settings["bias"]:
+        v = v + bias
+    if settings["residual"]:
+        v = v + (residual.astype(np.int64) - settings["res_zp"]) * settings["res_mult"]
+    v = wrap_int32(v)
+    mode = settings["mode"]
+    if mode == PostMode.ACC:
+        return v
+    out = "uint8" if settings["out_unsigned"] else "int8"
+    if mode == PostMode.ORT:
+        y = requantize_ort(v, ort_multiplier_from_bits(mult_bits.astype(np.uint32)), zp, out)
+    else:
+        s = np.clip(shift.astype(np.int64) & 63, 1, MAX_SHIFT)
+        y = requantize_dyadic(v, mult_bits.astype(np.int64) & 0x7FFFFFFF, s, zp, out)
+    return np.minimum(np.maximum(y, lo), hi).astype(np.int64)
+
+
+def run_unit(config, batches, gap_prob, rng):
+    """Feed every batch (settings, operand arrays) with random gaps; return per batch the
+    results in order and check the latency and tags."""
+    unit = PostUnit(config, tag_bits=TAG_BITS)
+    got = [[] for _ in batches]
+    latency = unit.latency
 
     async def bench(ctx):
-        for vv, bb in zip(v_values, bit_values, strict=True):
-            ctx.set(v, int(vv))
-            ctx.set(bits, int(bb))
-            await ctx.delay(1e-9)
-            got.append(ctx.get(result))
+        cycle = 0
+        fed = []  # (cycle, batch, index)
+        seen = 0
+        for b, (settings, ops) in enumerate(batches):
+            for name in ("mode", "out_unsigned", "bias", "residual", "no_acc", "res_zp",
+                         "res_mult"):
+                ctx.set(getattr(unit, name), int(settings[name]))
+            n = len(ops["acc"])
+            index = 0
+            while index < n or ctx.get(unit.busy):
+                feed = index < n and rng.random() >= gap_prob
+                ctx.set(unit.operands.valid, feed)
+                if feed:
+                    ctx.set(unit.operands.payload.acc, int(ops["acc"][index]))
+                    ctx.set(unit.operands.payload.param, ops["param"][index])
+                    ctx.set(unit.operands.payload.residual, int(ops["residual"][index]))
+                    ctx.set(unit.operands.payload.tag, index % (1 << TAG_BITS))
+                    fed.append((cycle, b, index))
+                    index += 1
+                else:
+                    # Garbage on an idle cycle must not leak into results.
+                    ctx.set(unit.operands.payload.acc, int(rng.integers(-(1 << 31), 1 << 31)))
+                await ctx.tick()
+                cycle += 1
+                if ctx.get(unit.result.valid):
+                    at, bb, ii = fed[seen]
+                    seen += 1
+                    assert cycle - at == latency, (cycle, at, latency)
+                    assert ctx.get(unit.result.payload.tag) == ii % (1 << TAG_BITS)
+                    got[bb].append(ctx.get(unit.result.payload.value))
+            ctx.set(unit.operands.valid, 0)
+        assert seen == len(fed)
 
-    sim = Simulator(m)
+    sim = Simulator(unit)
+    sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    got = np.clip(np.array(got), -255, 255)
-    want = np.array(expected)
-    bad = np.flatnonzero(got != want)
-    assert bad.size == 0, [(int(v_values[i]), hex(bit_values[i]), got[i], want[i]) for i in bad[:5]]
+    return got
+
+
+def operands(rng, n, v=None, mult_bits=None, shift=None, out_unsigned=False):
+    lo_t, hi_t = (0, 256) if out_unsigned else (-128, 128)
+    acc = v if v is not None else rng.integers(-(1 << 31), 1 << 31, n)
+    bias = rng.integers(-(1 << 31), 1 << 31, n)
+    residual = rng.integers(-128, 128, n)
+    mult_bits = mult_bits if mult_bits is not None else rng.integers(0, 1 << 32, n)
+    shift = shift if shift is not None else rng.integers(0, 256, n)
+    zp = rng.integers(lo_t, hi_t, n)
+    lo = rng.integers(lo_t, hi_t, n)
+    hi = rng.integers(lo_t, hi_t, n)
+    # Half the channels clip to the whole type (saturation alone decides).
+    lo[::2], hi[::2] = lo_t, hi_t - 1
+    arrays = dict(acc=acc, bias=bias, residual=residual, mult_bits=mult_bits, shift=shift,
+                  zp=zp, lo=lo, hi=hi)
+    arrays["param"] = param_words(bias, mult_bits, shift, zp, lo, hi)
+    return arrays
+
+
+def settings(mode, out_unsigned=False, bias=False, residual=False, no_acc=False, res_zp=0,
+             res_mult=0):
+    return dict(mode=int(mode), out_unsigned=out_unsigned, bias=bias, residual=residual,
+                no_acc=no_acc, res_zp=res_zp, res_mult=res_mult)
+
+
+def check(config, batches, rng, gap_prob=0.3):
+    got = run_unit(config, batches, gap_prob, rng)
+    for (s, ops), values in zip(batches, got, strict=True):
+        want = expected_results(s, ops["acc"], ops["bias"], ops["residual"], ops["mult_bits"],
+                                ops["shift"], ops["zp"], ops["lo"], ops["hi"])
+        values = np.array(values, dtype=np.int64)
+        if s["mode"] != PostMode.ACC:
+            values = values & 0xFF if s["out_unsigned"] else values
+        bad = np.flatnonzero(values != want)
+        assert bad.size == 0, (s, [(int(ops["acc"][i]), hex(int(ops["mult_bits"][i])),
+                                    int(values[i]), int(want[i])) for i in bad[:5]])
+
+
+def test_ort_requantization_matches_onnxruntime_under_stalls(rng):
+    """Random and aimed float32 multipliers, ties, special multipliers, extreme v."""
+    v, bits = ort_cases(rng, 1200)
+    batches = [
+        (settings(PostMode.ORT), operands(rng, v.size, v=v, mult_bits=bits)),
+        (settings(PostMode.ORT, out_unsigned=True),
+         operands(rng, 400, v=v[:400], mult_bits=bits[:400], out_unsigned=True)),
+    ]
+    check(preset("small"), batches, rng)
+
+
+def test_dyadic_bias_residual_and_acc_mode_under_stalls(rng):
+    n = 300
+    extremes = np.array([0, 1, -1, (1 << 31) - 1, -(1 << 31)] * 4)
+    v = np.concatenate([extremes, rng.integers(-(1 << 31), 1 << 31, n - extremes.size)])
+    # Dyadic pairs from real scales (M in [2**30, 2**31)) and raw fields (bit 31 set,
+    # shift 0 or above 62: clamped), so the product spans the whole range.
+    shift = rng.integers(1, 63, n)
+    shift[:20] = [0, 63, 64 + 5, 255, 1, 62] + [31] * 14
+    mult = rng.integers(1 << 30, 1 << 31, n)
+    mult[:40:3] = rng.integers(0, 1 << 32, 14)
+    batches = [
+        (settings(PostMode.DYADIC), operands(rng, n, v=v, mult_bits=mult, shift=shift)),
+        (settings(PostMode.DYADIC, out_unsigned=True, bias=True),
+         operands(rng, n, v=v, mult_bits=mult, shift=shift, out_unsigned=True)),
+        (settings(PostMode.DYADIC, bias=True, residual=True, res_zp=-128, res_mult=-32768),
+         operands(rng, n, mult_bits=mult, shift=shift)),
+        (settings(PostMode.ACC, bias=True, residual=True, res_zp=127, res_mult=32767),
+         operands(rng, n, v=v)),
+        (settings(PostMode.ACC, no_acc=True, bias=True), operands(rng, 50)),
+        (settings(PostMode.ORT, no_acc=True, residual=True, res_zp=3, res_mult=-7),
+         operands(rng, 100, mult_bits=np.full(100, np.float32(0.37).view(np.uint32)))),
+    ]
+    check(preset("small"), batches, rng)
+
+
+def test_dyadic_only_unit_is_shorter_and_exact(rng):
+    slim = preset("tiny").replace(requant_modes=("dyadic",))
+    assert PostUnit(slim).latency < PostUnit(preset("tiny")).latency
+    n = 200
+    batches = [
+        (settings(PostMode.DYADIC, bias=True, residual=True, res_zp=5, res_mult=300),
+         operands(rng, n, mult_bits=rng.integers(1 << 30, 1 << 31, n),
+                  shift=rng.integers(20, 40, n))),
+        (settings(PostMode.ACC, residual=True, res_zp=-1, res_mult=2), operands(rng, 50)),
+    ]
+    check(slim, batches, rng, gap_prob=0.5)
+
+
+def test_ort_only_unit_is_exact(rng):
+    v, bits = ort_cases(rng, 300)
+    cfg = preset("tiny").replace(requant_modes=("ort",))
+    check(cfg, [(settings(PostMode.ORT, bias=True), operands(rng, v.size, v=v, mult_bits=bits))],
+          rng, gap_prob=0.0)
+
+
+def test_tag_width_is_validated():
+    with pytest.raises(ValueError, match="tag_bits"):
+        PostUnit(preset("tiny"), tag_bits=0)
