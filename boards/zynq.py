@@ -7,6 +7,14 @@ The block design: the processing system, the accelerator as a module reference
 slave on the PS general-purpose master (address ``CSR_BASE``), its AXI4 master on the HP0
 port into DDR, its ``irq`` on the PL-to-PS interrupt 0, all clocked by PL clock 0 at the
 preset's clock.
+
+The Verilog for Vivado is Amaranth's with two changes (:func:`xilinx_verilog`): memories
+whose initial contents are all zero lose their ``initial`` block (configuration clears block
+RAM and UltraRAM anyway; UltraRAM cannot be given initial contents, and the blocks made the
+``large`` Verilog 32 MB), and on Zynq UltraScale+ the buffers of at least
+:data:`URAM_MIN_BITS` get ``(* ram_style = "ultra" *)``, so Vivado (and yosys' estimate,
+``synth_xilinx -uram``) puts them in UltraRAM: the K26 has 144 BRAM36 (648 KiB) but 64
+UltraRAM blocks (2.25 MiB), and the ``large`` buffers need more BRAM36 than there are.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from pathlib import Path
 from trilobit.boards.presets import BoardPreset
 from trilobit.errors import ToolchainError
 
-__all__ = ["build_zynq", "vivado_tcl", "CSR_BASE", "TOP"]
+__all__ = ["build_zynq", "vivado_tcl", "xilinx_verilog", "CSR_BASE", "TOP", "URAM_MIN_BITS"]
 
 TOP = "trilobit_axi"
 #: Where the CSR window appears to the processor (the device tree overlay uses it).
@@ -27,6 +35,42 @@ CSR_BASE = {"zynq7": 0x43C0_0000, "zynqmp": 0xA000_0000}
 VIVADO_NOTE = ("Vivado is needed for the bitstream (AMD's tools are not on PyPI): run "
                "`vivado -mode batch -source build.tcl` in this folder; the resource figures "
                "are a yosys synth_xilinx estimate, not Vivado's.")
+
+#: Memories of at least this many bits go to UltraRAM on Zynq UltraScale+ (one URAM288 holds
+#: 288 Kibit; smaller buffers stay in block RAM, which has finer granularity).
+URAM_MIN_BITS = 1 << 19
+
+#: A memory declaration in yosys' Verilog: ``reg [W-1:0] NAME [D-1:0];`` (D-1:0 or 0:D-1).
+_MEMORY_DECLARATION = re.compile(
+    r"^(?P<indent>[ \t]*)reg \[(?P<msb>\d+):0\] (?P<name>\S+) \[(?P<a>\d+):(?P<b>\d+)\];$",
+    re.M)
+#: An ``initial`` block that only writes zero words into one memory.
+_ZERO_INIT = re.compile(
+    r"^[ \t]*initial begin\n(?:[ \t]*(?P<name>\S+) ?\[\d+\] = \d+'[hdb]0+;\n)+[ \t]*end\n", re.M)
+
+
+def xilinx_verilog(verilog: str, family: str) -> str:
+    """Amaranth's Verilog prepared for the Xilinx tools (see the module docstring): all-zero
+    memory ``initial`` blocks removed; on ``"zynqmp"`` memories of at least
+    :data:`URAM_MIN_BITS` marked ``ram_style = "ultra"``."""
+
+    def drop_zero_init(match: re.Match) -> str:
+        # One memory per block: every line must name the same memory.
+        names = set(re.findall(r"^[ \t]*(\S+) ?\[\d+\] =", match.group(0), re.M))
+        return "" if len(names) == 1 else match.group(0)
+
+    verilog = _ZERO_INIT.sub(drop_zero_init, verilog)
+    if family != "zynqmp":
+        return verilog
+
+    def mark_ultra(match: re.Match) -> str:
+        bits = (int(match["msb"]) + 1) * (abs(int(match["a"]) - int(match["b"])) + 1)
+        if bits < URAM_MIN_BITS:
+            return match.group(0)
+        return f'{match["indent"]}(* ram_style = "ultra" *)\n{match.group(0)}'
+
+    return _MEMORY_DECLARATION.sub(mark_ultra, verilog)
+
 
 _PS = {
     "zynq7": dict(ip="xilinx.com:ip:processing_system7", cell="ps", master="M_AXI_GP0",
@@ -94,9 +138,10 @@ report_utilization -file $here/utilization_vivado.txt
 #: A cell line of yosys ``stat``: count, then cell type.
 _STAT_CELL = re.compile(r"^\s+(\d+)\s+(\S+)\s*$", re.M)
 #: Available resources of the Zynq parts (LUT, FF, BRAM36, DSP) for the estimate table.
-_AVAILABLE = {"xc7z020clg400-1": {"LUT": 53200, "FF": 106400, "RAMB36": 140, "DSP": 220},
+_AVAILABLE = {"xc7z020clg400-1": {"LUT": 53200, "FF": 106400, "RAMB36": 140, "DSP": 220,
+                                  "URAM": 0},
               "xck26-sfvc784-2LV-c": {"LUT": 117120, "FF": 234240, "RAMB36": 144,
-                                      "DSP": 1248}}
+                                      "DSP": 1248, "URAM": 64}}
 
 
 def estimate_from_stat(stat: str, part: str) -> dict[str, tuple[int, int]]:
@@ -106,12 +151,14 @@ def estimate_from_stat(stat: str, part: str) -> dict[str, tuple[int, int]]:
     bram = cells.get("RAMB36E1", 0) + cells.get("RAMB36E2", 0) + (
         cells.get("RAMB18E1", 0) + cells.get("RAMB18E2", 0)) / 2
     dsp = sum(v for k, v in cells.items() if k.startswith("DSP48"))
+    uram = cells.get("URAM288", 0)
     lutram = sum(v for k, v in cells.items() if k.startswith(("RAM32", "RAM64", "RAM128",
                                                                "RAM256")))
     available = _AVAILABLE.get(part, {})
     return {"LUT": (luts, available.get("LUT", 0)), "FF": (ffs, available.get("FF", 0)),
             "RAMB36": (int(round(bram + 0.49)), available.get("RAMB36", 0)),
-            "DSP": (dsp, available.get("DSP", 0)), "LUTRAM cells": (lutram, 0)}
+            "DSP": (dsp, available.get("DSP", 0)), "URAM": (uram, available.get("URAM", 0)),
+            "LUTRAM cells": (lutram, 0)}
 
 
 def build_zynq(board: BoardPreset, out: Path,
@@ -127,14 +174,14 @@ def build_zynq(board: BoardPreset, out: Path,
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     step("writing Verilog with the AXI wrapper")
-    verilog = verilog_for(AcceleratorAxi(board.config), TOP)
+    verilog = xilinx_verilog(verilog_for(AcceleratorAxi(board.config), TOP), board.family)
     (out / f"{TOP}.v").write_text(verilog)
     (out / "build.tcl").write_text(vivado_tcl(board))
     files = [f"{TOP}.v", "build.tcl"]
     utilization: dict[str, tuple[int, int]] = {}
     if estimate:
         step("yosys synth_xilinx resource estimate (minutes for large configs)")
-        family = "xcup" if board.family == "zynqmp" else "xc7"
+        family = "xcup -uram" if board.family == "zynqmp" else "xc7"
         done = subprocess.run(
             [yowasp_env()["YOSYS"], "-q", "-l", "yosys.log", "-p",
              f"read_verilog {TOP}.v; synth_xilinx -flatten -family {family} -top {TOP}; "

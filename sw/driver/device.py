@@ -248,11 +248,13 @@ class DeviceBackend:
     """
 
     name = "device"
-    post_modes = ("ort", "host", "dyadic")
 
     def __init__(self, config: AcceleratorConfig, device: Device | None = None,
                  spec: str | None = None):
         self.config = config
+        # POST modes the hardware was built with, plus requantization on the host.
+        self.post_modes = tuple(mode for mode in ("ort", "host", "dyadic")
+                                if mode == "host" or mode in config.requant_modes)
         if device is None:
             spec = spec or os.environ.get(DEVICE_ENV)
             if not spec:

@@ -178,3 +178,48 @@ def test_xilinx_estimate_reads_yosys_stat_cells():
     assert estimate["RAMB36"] == (19, 140)  # two RAMB18 make one RAMB36
     assert estimate["DSP"] == (33, 220)
     assert estimate["LUTRAM cells"][0] == 22
+
+
+def test_xilinx_verilog_drops_zero_inits_and_sends_large_buffers_to_ultraram():
+    from trilobit.boards.zynq import URAM_MIN_BITS, xilinx_verilog
+
+    depth = URAM_MIN_BITS // 128
+    verilog = (f"  reg [127:0] wgt [{depth - 1}:0];\n"
+               "  initial begin\n"
+               "    wgt[0] = 128'h00000000000000000000000000000000;\n"
+               "    wgt[1] = 128'd0;\n"
+               "  end\n"
+               f"  reg [127:0] out [{depth // 2 - 1}:0];\n"
+               "  reg [7:0] table [3:0];\n"
+               "  initial begin\n"
+               "    table[0] = 8'h00;\n"
+               "    table[1] = 8'h07;\n"
+               "  end\n")
+    ultra = xilinx_verilog(verilog, "zynqmp")
+    assert "wgt[0]" not in ultra and "table[1] = 8'h07;" in ultra  # non-zero contents kept
+    assert ultra.count('(* ram_style = "ultra" *)') == 1
+    assert f'(* ram_style = "ultra" *)\n  reg [127:0] wgt [{depth - 1}:0];' in ultra
+    zynq7 = xilinx_verilog(verilog, "zynq7")  # no UltraRAM on the Zynq-7000
+    assert "ultra" not in zynq7 and "wgt[0]" not in zynq7 and "table[1]" in zynq7
+
+
+def test_zynqmp_sources_put_buffers_of_512_kibit_in_ultraram(tmp_path):
+    import dataclasses
+
+    # The kv260 board with a small accelerator whose weight buffer alone is URAM-sized (the
+    # `large` Verilog takes minutes to write).
+    config = preset("tiny").replace(name="kv260", bus="axi4", wgt_bytes=1 << 16)
+    board = dataclasses.replace(get_board("kv260"), config=config)
+    build_zynq(board, tmp_path, estimate=False)
+    verilog = (tmp_path / f"{TOP}.v").read_text()
+    assert verilog.count('(* ram_style = "ultra" *)') == 1
+    marked = verilog.index('(* ram_style = "ultra" *)')
+    assert verilog[marked:].splitlines()[1].strip() == "reg [31:0] wgt [16383:0];"
+    assert "wgt[0] =" not in verilog and "inp[0] =" not in verilog  # zero contents dropped
+
+
+def test_xilinx_estimate_counts_ultraram():
+    from trilobit.boards.zynq import estimate_from_stat
+
+    estimate = estimate_from_stat("       14   URAM288\n      100   LUT6\n", "xck26-sfvc784-2LV-c")
+    assert estimate["URAM"] == (14, 64) and estimate["LUT"] == (100, 117120)

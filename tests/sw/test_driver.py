@@ -36,7 +36,7 @@ class FakeBoard:
         self.config = config
         self.hang = hang
         self.dev, self.sys = root / "dev", root / "sys"
-        self.dev.mkdir()
+        self.dev.mkdir(parents=True)
         (self.dev / "uio0").write_bytes(bytes(CSR_BYTES))
         (self.dev / "udmabuf0").write_bytes(bytes(DMA_BYTES))
         uio = self.sys / "uio" / "uio0"
@@ -313,3 +313,15 @@ def test_pynq_style_mmio_and_allocate_over_fake_files(board, tmp_path):
         allocator.allocate((DMA_BYTES,), "uint8")
     del first, second
     allocator.close()
+
+
+def test_device_backend_offers_only_the_post_modes_the_hardware_has(board, tmp_path):
+    with DeviceBackend(preset("tiny"), board.open()) as backend:
+        assert backend.post_modes == ("ort", "host", "dyadic")
+    slim = preset("tiny").replace(requant_modes=("dyadic",))  # no float32 requantizer
+    fake = FakeBoard(tmp_path / "slim", slim)
+    try:
+        with DeviceBackend(slim, fake.open()) as backend:
+            assert backend.post_modes == ("host", "dyadic")
+    finally:
+        fake.close()
