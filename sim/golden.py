@@ -237,13 +237,19 @@ class GoldenMachine:
     Args:
         config: the accelerator.
         memory: external memory image (uint8 array, modified in place) or a size in bytes.
+        reference: execute on the straightforward reference path (every instruction decoded,
+            checked and executed afresh with fancy-indexed buffer accesses) instead of the
+            fast path of :mod:`trilobit.sim.golden_fast` (same results, checked by tests).
 
     Registers (as the CSRs of docs/isa.md): ``prog_base``, ``data_base``, ``win_base``,
     ``win_limit``, ``watchdog`` (cycles; 0 disables). On-chip buffers persist between runs
-    and start zeroed.
+    and start zeroed. The fast path caches, per machine, decoded instruction words, completed
+    runs (replayed while the registers and the instruction bytes are the same), prepared
+    weight tiles and POST parameters, each keyed by the bytes it was made from.
     """
 
-    def __init__(self, config: AcceleratorConfig, memory: np.ndarray | int):
+    def __init__(self, config: AcceleratorConfig, memory: np.ndarray | int, *,
+                 reference: bool = False):
         self.config = config
         if isinstance(memory, int | np.integer):
             memory = np.zeros(int(memory), dtype=np.uint8)
@@ -261,7 +267,10 @@ class GoldenMachine:
         self.win_limit = memory.size
         self.watchdog = config.watchdog_cycles
         self.cycles = CycleModel(config)
-        self._fp_tables = {}
+        self.reference = reference
+        from trilobit.sim.golden_fast import GoldenCaches  # imports this module
+
+        self.caches = GoldenCaches()
 
     # -- host side --------------------------------------------------------------------------
 
@@ -306,7 +315,11 @@ class GoldenMachine:
         # The CSRs drop address bits below their alignment, as the hardware does.
         self.prog_base &= ~(INSN_BYTES - 1) & 0xFFFFFFFF
         self.data_base &= ~(self.line - 1) & 0xFFFFFFFF
-        return _Run(self).execute()
+        if self.reference:
+            return _Run(self).execute()
+        from trilobit.sim.golden_fast import FastRun  # imports this module
+
+        return FastRun(self).execute()
 
     # -- helpers used by the run ------------------------------------------------------------
 
@@ -396,16 +409,17 @@ class _Run:
     # -- checks (all at dispatch, in program order) ------------------------------------------
 
     def check(self, insn: Instruction) -> ErrorCode:
+        return self.check_word(insn) or self.check_window(insn) or self.check_tokens(insn)
+
+    def check_word(self, insn: Instruction) -> ErrorCode:
+        """The checks that depend on nothing but the instruction word and the configuration
+        (the fast path runs them once per distinct word)."""
         if not insn.legal:
             return ErrorCode.ILLEGAL_INSTRUCTION
         if insn.opcode == Opcode.POST and insn["mode"] in _REQUANT_MODE_NAMES and (
                 _REQUANT_MODE_NAMES[insn["mode"]] not in self.cfg.requant_modes):
             return ErrorCode.ILLEGAL_INSTRUCTION  # requantizer not built (config.requant_modes)
-        for check in (self.check_fields, self.check_ranges, self.check_window, self.check_tokens):
-            error = check(insn)
-            if error:
-                return error
-        return ErrorCode.NONE
+        return self.check_fields(insn) or self.check_ranges(insn)
 
     def check_fields(self, insn: Instruction) -> ErrorCode:
         op = Opcode(insn.opcode)
