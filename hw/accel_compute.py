@@ -66,6 +66,8 @@ are in ``docs/accelerator.md``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -98,6 +100,8 @@ MAX_K = (1 << 16) - 1
 ACT_BITS = 8
 #: Width of the integer group scale in the metadata, bits.
 SCALE_BITS = 8
+#: INP lines queued ahead of the table-lookup unit's activation window.
+ACT_QUEUE = 4
 
 #: One GEMM instruction as the compute units take it (field widths as in ``trilobit.isa``).
 GEMM_TILE = data.StructLayout({
@@ -151,16 +155,13 @@ def group_index_lut(group_size: int) -> list[tuple[int, int]]:
 def tlmm_engine_params(config: AcceleratorConfig) -> EngineTlmmParams:
     """Engine parameters of the accelerator's table-lookup unit.
 
-    ``max_k`` covers the longest padded reduction of a 16-bit ``k`` (whole segments of
-    ``ceil(line / (G*P))`` beats), so the engine's accumulator is exact for every instruction.
+    ``max_k`` covers the longest reduction of a 16-bit ``k`` in whole beats of ``G*P``
+    activations, so the engine's accumulator is exact for every instruction.
     """
     t = config.tlmm
-    line = config.line_bytes
     per_beat = t.group_size * t.units
-    beats_per_segment = -(-line // per_beat)
-    segments = -(-MAX_K // line)
     return EngineTlmmParams(group_size=t.group_size, rows=t.rows, units=t.units,
-                            act_bits=ACT_BITS, max_k=segments * beats_per_segment * per_beat,
+                            act_bits=ACT_BITS, max_k=-(-MAX_K // per_beat) * per_beat,
                             max_planes=4)
 
 
@@ -205,6 +206,65 @@ def _next_block(m: Module, tile, block: int, j0, i, on_row_end=()):
     with m.If(j0 + block >= tile.n):
         m.d.sync += [j0.eq(0), i.eq(i + 1), *on_row_end]
     return done
+
+
+def _reciprocal(divisor: int, max_dividend: int) -> tuple[int, int]:
+    """``(multiplier, shift)`` with ``(x * multiplier) >> shift == x // divisor`` for every
+    ``0 <= x <= max_dividend`` (checked exhaustively), so hardware divides by a constant with
+    one multiplication."""
+    x = np.arange(max_dividend + 1, dtype=np.int64)
+    for shift in range(48):
+        multiplier = -(-(1 << shift) // divisor)
+        if np.array_equal((x * multiplier) >> shift, x // divisor):
+            return multiplier, shift
+    raise ConfigError(f"no reciprocal of {divisor} for dividends up to {max_dividend}")
+
+
+def _window_depth(beat: int, line: int, step: int) -> int:
+    """Lines a beat of ``beat`` units can touch when it starts at a multiple of ``step`` units
+    inside a line of ``line`` units."""
+    return -(-(line - step + beat) // line)
+
+
+class _LineWindow:
+    """Consecutive buffer lines, oldest first, ``lanes`` lines of ``width`` bits per entry (one
+    per output channel of a block, or one for activations): a beat may start anywhere in the
+    oldest line and run into the next ones.
+
+    Each cycle ``consume`` entries leave from the front and, with ``push``, the entry on
+    ``data`` enters behind the remaining ones (``room``: the push fits).
+    """
+
+    def __init__(self, name: str, lanes: int, width: int, depth: int):
+        self.depth = depth
+        self.lines = [[Signal(width, name=f"{name}{j}_{lane}") for lane in range(lanes)]
+                      for j in range(depth)]
+        self.data = [Signal(width, name=f"{name}_in_{lane}") for lane in range(lanes)]
+        self.have = Signal(range(depth + 1), name=f"{name}_have")
+        self.consume = Signal(range(depth + 1), name=f"{name}_consume")
+        self.push = Signal(name=f"{name}_push")
+        self.room = Signal(name=f"{name}_room")
+        self._after = Signal(range(depth + 1), name=f"{name}_after")
+
+    def bits(self, lane: int):
+        """The window of one lane, oldest line in the least significant bits."""
+        return Cat(*(entry[lane] for entry in self.lines))
+
+    def elaborate(self, m: Module) -> None:
+        after = self._after
+        m.d.comb += [after.eq(self.have - self.consume), self.room.eq(after < self.depth)]
+        with m.Switch(self.consume):
+            for c in range(1, self.depth + 1):
+                with m.Case(c):
+                    for j in range(self.depth - c):
+                        m.d.sync += [dst.eq(src) for dst, src
+                                     in zip(self.lines[j], self.lines[j + c], strict=True)]
+        with m.If(self.push):
+            for j in range(self.depth):
+                with m.If(after == j):
+                    m.d.sync += [dst.eq(src) for dst, src
+                                 in zip(self.lines[j], self.data, strict=True)]
+        m.d.sync += self.have.eq(after + self.push)
 
 
 class _AccWriter:
@@ -281,6 +341,13 @@ class TlmmGemmUnit(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if config.tlmm is None:
             raise ConfigError("config.tlmm is None: the table-lookup unit needs the engine")
+        t = config.tlmm
+        if t.group_size * t.units > 2 * config.line_bytes:
+            raise ConfigError(
+                f"tlmm.group_size * tlmm.units must be at most {2 * config.line_bytes} (the "
+                f"INT4 weights of one {config.line_bytes}-byte line), got "
+                f"{t.group_size * t.units}"
+            )
         self.config = config
         self.line = config.line_bytes
         self.engine_params = tlmm_engine_params(config)
@@ -291,123 +358,153 @@ class TlmmGemmUnit(wiring.Component):
         p, line, width = self.engine_params, self.line, self.config.mem_width
         lb = _log2(line)
         G, R, P = p.group_size, p.rows, p.units
-        per_beat = G * P
-        bps = -(-line // per_beat)  # activation beats per segment (INP line)
+        N = G * P  # activations (and weights) per beat
+        units = 4 * line  # 2-bit units per line (weight offsets count in these)
         m.submodules.engine = engine = TlmmEngine(p)
 
         tile = Signal(GEMM_TILE)
         start = Signal()
+        go = Signal()  # the cycle after start: per-instruction constants are registered
         m.d.comb += [self.tile.ready.eq(~self.busy), start.eq(self.tile.valid & self.tile.ready)]
+        m.d.sync += go.eq(start)
         with m.If(start):
             m.d.sync += tile.eq(self.tile.payload)
 
-        # Per-instruction constants.
-        n_seg = Signal(16)  # segments (INP lines) per activation row
+        # -- per-instruction constants (registered in the ``go`` cycle) ------------------------
+        n_beats = Signal(p.beats_bits)  # ceil(k / N) activation beats per block
         planes = Signal(3)
         slot4 = Signal()  # 4-bit slots (INT4) instead of 2-bit ones
-        m.d.comb += [
-            n_seg.eq((tile.k + line - 1) >> lb),
-            slot4.eq(tile.wfmt == WeightEncoding.INT4),
-            planes.eq(Mux(tile.wfmt == WeightEncoding.INT4, 4,
-                          Mux(tile.wfmt == WeightEncoding.INT2, 2, 1))),
-        ]
-
-        spl_last = Mux(slot4, 1, 3)  # last segment index within a WGT line
+        ternary = Signal()
+        blk_stride = Signal(17)  # WGT lines between consecutive channel blocks: R * w_row
+        wgt_b = Signal(17)  # WGT line of channel 1 of the first block
+        multiplier, shift = _reciprocal(N, MAX_K + N - 1)
+        with m.If(go):
+            m.d.sync += [
+                n_beats.eq(((tile.k + (N - 1)) * multiplier) >> shift),
+                slot4.eq(tile.wfmt == WeightEncoding.INT4),
+                ternary.eq(tile.wfmt == WeightEncoding.TERNARY),
+                planes.eq(Mux(tile.wfmt == WeightEncoding.INT4, 4,
+                              Mux(tile.wfmt == WeightEncoding.INT2, 2, 1))),
+                blk_stride.eq(tile.w_row * R),
+                wgt_b.eq(tile.wgt + tile.w_row),
+            ]
 
         def next_block(j0, i, on_row_end=()):
             return _next_block(m, tile, R, j0, i, on_row_end)
 
-        # -- filler: stages WGT line ``wl`` of the R channels of a block into one of two
-        # staging buffers (double buffered: the next line is read while the other is emitted)
-        stage = [[Signal(width, name=f"stage{b}_{r}") for r in range(R)] for b in range(2)]
-        full = Signal(2)
+        # -- filler: WGT line ``wl`` of the block's R channels, two reads per cycle (the WGT
+        # and metadata ports) into ``pending``; the complete set enters the weight window ---
+        wwin = _LineWindow("wwin", R, width, _window_depth(2 * N, units, math.gcd(N, units)))
+        pending = [Signal(width, name=f"pending_{r}") for r in range(R)]
+        p_full = Signal()  # every row of ``pending`` holds its line
         f_active = Signal()
-        f_buf = Signal()
-        f_row = Signal(range(R + 1))
-        f_ptr = Signal(17)  # WGT line being read
-        f_line0 = Signal(17)  # WGT line wl of the block's first channel
+        f_wait = Signal()  # the set is issued; the next one starts when it enters the window
+        f_row = Signal(range(R + 2))  # row of the read on the WGT port (the other: f_row + 1)
+        f_ptr_a = Signal(17)
+        f_ptr_b = Signal(17)
+        f_line0 = Signal(17)  # WGT line wl of the block's channel 0
+        f_line0_b = Signal(17)  # ... of its channel 1
+        f_wblk = Signal(17)  # WGT line 0 of the block's channel 0
+        f_wblk_b = Signal(17)
         f_wl = Signal(17)
         f_j0 = Signal(13)
         f_i = Signal(8)
-        f_wblk = Signal(17)
-        f_write = Signal()  # data of the previous cycle's read is to be stored
-        f_write_buf = Signal()
-        f_write_row = Signal(range(R))
-        m.d.comb += self.wgt_addr.eq(f_ptr)
-        m.d.sync += f_write.eq(0)
-        with m.If(f_write):
-            for b in range(2):
-                for r in range(R):
-                    with m.If((f_write_buf == b) & (f_write_row == r)):
-                        m.d.sync += stage[b][r].eq(self.wgt_data)
-        f_issue = f_active & (f_row < R) & ~full.bit_select(f_buf, 1)
+        f_wr = Signal()  # the reads issued in the previous cycle are to be stored
+        f_wr_b = Signal()  # ... including the one on the metadata port
+        f_wr_row = Signal(range(R + 1))
+        f_wr_last = Signal()
+        m.d.comb += [self.wgt_addr.eq(f_ptr_a), self.meta_addr.eq(f_ptr_b),
+                     wwin.push.eq(p_full & wwin.room)]
+        for r in range(R):
+            m.d.comb += wwin.data[r].eq(pending[r])
+        m.d.sync += f_wr.eq(0)
+        with m.If(f_wr):
+            for r in range(0, R, 2):
+                with m.If(f_wr_row == r):
+                    m.d.sync += pending[r].eq(self.wgt_data)
+                    if r + 1 < R:
+                        m.d.sync += pending[r + 1].eq(self.meta_data)
+            with m.If(f_wr_last):
+                m.d.sync += p_full.eq(1)
+        with m.If(wwin.push):
+            m.d.sync += [p_full.eq(0), f_wait.eq(0)]
+        f_issue = f_active & (~f_wait | wwin.push)
+        set_last = f_row + 2 >= R
         with m.If(f_issue):
-            m.d.sync += [f_write.eq(1), f_write_buf.eq(f_buf), f_write_row.eq(f_row),
-                         f_row.eq(f_row + 1), f_ptr.eq(f_ptr + tile.w_row)]
-        # the buffer is full once its last row is stored; then move on to the next line
-        with m.If(f_write & (f_write_row == R - 1)):
-            m.d.sync += [full.bit_select(f_write_buf, 1).eq(1), f_buf.eq(~f_buf), f_row.eq(0)]
-            last_wl = f_wl + 1 == tile.w_row
-            m.d.sync += [f_wl.eq(f_wl + 1), f_ptr.eq(f_line0 + 1), f_line0.eq(f_line0 + 1)]
-            with m.If(last_wl):
-                m.d.sync += [f_wl.eq(0), f_wblk.eq(f_wblk + R * tile.w_row),
-                             f_ptr.eq(f_wblk + R * tile.w_row),
-                             f_line0.eq(f_wblk + R * tile.w_row)]
-                done = next_block(f_j0, f_i, on_row_end=[f_wblk.eq(tile.wgt),
-                                                         f_ptr.eq(tile.wgt),
-                                                         f_line0.eq(tile.wgt)])
-                with m.If(done):
-                    m.d.sync += f_active.eq(0)
+            m.d.sync += [f_wr.eq(1), f_wr_b.eq(f_row + 1 < R), f_wr_row.eq(f_row),
+                         f_wr_last.eq(set_last), f_row.eq(f_row + 2),
+                         f_ptr_a.eq(f_ptr_a + (tile.w_row << 1)),
+                         f_ptr_b.eq(f_ptr_b + (tile.w_row << 1))]
+            with m.If(set_last):
+                # the set is issued: point at the next one (the next line, the next block of
+                # channels, or the first block again for the next activation row)
+                m.d.sync += [f_wait.eq(1), f_row.eq(0), f_wl.eq(f_wl + 1),
+                             f_line0.eq(f_line0 + 1), f_line0_b.eq(f_line0_b + 1),
+                             f_ptr_a.eq(f_line0 + 1), f_ptr_b.eq(f_line0_b + 1)]
+                with m.If(f_wl + 1 == tile.w_row):
+                    next_a, next_b = f_wblk + blk_stride, f_wblk_b + blk_stride
+                    m.d.sync += [f_wl.eq(0), f_wblk.eq(next_a), f_wblk_b.eq(next_b),
+                                 f_line0.eq(next_a), f_line0_b.eq(next_b),
+                                 f_ptr_a.eq(next_a), f_ptr_b.eq(next_b)]
+                    done = next_block(f_j0, f_i, on_row_end=[
+                        f_wblk.eq(tile.wgt), f_wblk_b.eq(wgt_b), f_line0.eq(tile.wgt),
+                        f_line0_b.eq(wgt_b), f_ptr_a.eq(tile.wgt), f_ptr_b.eq(wgt_b)])
+                    with m.If(done):
+                        m.d.sync += f_active.eq(0)
 
-        # -- INP reader: the activation row's lines, once per block, into a 2-line queue ----
-        m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line + 18, depth=2)
+        # -- INP reader: the activation row's lines, once per block, into a queue of
+        # ACT_QUEUE lines (a read returns a cycle later; the window takes up to a line a cycle)
+        m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=ACT_QUEUE)
         r_active = Signal()
-        r_seg = Signal(16)
-        r_rem = Signal(signed(18))  # k - r_seg * line
+        r_line = Signal(16)
         r_j0 = Signal(13)
         r_i = Signal(8)
-        r_abase = Signal(17)
+        r_addr = Signal(17)  # INP line r_line of the activation row
+        r_abase = Signal(17)  # INP line 0 of the activation row
         r_inflight = Signal()
-        r_inflight_rem = Signal(signed(18))
-        m.d.comb += self.inp_addr.eq(r_abase + r_seg)
+        m.d.comb += self.inp_addr.eq(r_addr)
         # a read is issued only if its line will find room in the queue a cycle later
-        r_issue = r_active & (act_lines.level + r_inflight < 2)
+        r_issue = r_active & (act_lines.level + r_inflight < ACT_QUEUE)
         m.d.sync += r_inflight.eq(r_issue)
         with m.If(r_issue):
-            m.d.sync += [r_inflight_rem.eq(r_rem), r_seg.eq(r_seg + 1), r_rem.eq(r_rem - line)]
-            with m.If(r_seg + 1 == n_seg):
-                m.d.sync += [r_seg.eq(0), r_rem.eq(tile.k)]
-                done = next_block(r_j0, r_i, on_row_end=[r_abase.eq(r_abase + tile.a_row)])
+            m.d.sync += [r_line.eq(r_line + 1), r_addr.eq(r_addr + 1)]
+            with m.If(r_line + 1 == tile.a_row):
+                m.d.sync += [r_line.eq(0), r_addr.eq(r_abase)]
+                done = next_block(r_j0, r_i, on_row_end=[r_abase.eq(r_abase + tile.a_row),
+                                                         r_addr.eq(r_abase + tile.a_row)])
                 with m.If(done):
                     m.d.sync += r_active.eq(0)
-        m.d.comb += [act_lines.w_en.eq(r_inflight),
-                     act_lines.w_data.eq(Cat(self.inp_data, r_inflight_rem))]
+        m.d.comb += [act_lines.w_en.eq(r_inflight), act_lines.w_data.eq(self.inp_data)]
 
-        # -- activation beats from the queued line; zero past the line and past k ------------
-        a_have = Signal()
-        a_line = Signal(8 * line)
-        a_rem = Signal(signed(18))
-        act_beat = Signal(range(bps))
-        a_last_fire = engine.act.valid & engine.act.ready & (act_beat == bps - 1)
-        m.d.comb += act_lines.r_en.eq((~a_have | a_last_fire) & act_lines.r_rdy)
-        with m.If(act_lines.r_en):
-            m.d.sync += [a_have.eq(1), a_line.eq(act_lines.r_data[:8 * line]),
-                         a_rem.eq(act_lines.r_data[8 * line:].as_signed()), act_beat.eq(0)]
-        with m.Elif(a_last_fire):
-            m.d.sync += a_have.eq(0)
-        with m.If(engine.act.valid & engine.act.ready & (act_beat != bps - 1)):
-            m.d.sync += act_beat.eq(act_beat + 1)
-        m.d.comb += engine.act.valid.eq(a_have)
-        act_payload = Signal.like(engine.act.payload)
-        with m.Switch(act_beat):
-            for b in range(bps):
-                with m.Case(b):
-                    for e in range(per_beat):
-                        pos = b * per_beat + e
-                        if pos < line:
-                            byte = a_line[8 * pos: 8 * pos + 8].as_signed()
-                            m.d.comb += act_payload[e].eq(Mux(a_rem > pos, byte, 0))
-        m.d.comb += engine.act.payload.eq(act_payload)
+        # -- activation beats: N consecutive activations of the row, across INP lines; zero
+        # past k. ``a_left`` counts the activations of the block from this beat on. ------------
+        a_step = math.gcd(N, line)  # every beat starts at a multiple of this byte offset
+        awin = _LineWindow("awin", 1, 8 * line, _window_depth(N, line, a_step))
+        a_off = Signal(range(line))
+        a_left = Signal(signed(18))
+        a_last = Signal()  # this beat ends the block's activations
+        a_need = Signal(range(awin.depth + 1))  # INP lines this beat reads
+        m.d.comb += [
+            a_last.eq(a_left <= N),
+            a_need.eq((a_off + Mux(a_last, a_left, N) + (line - 1)) >> lb),
+            awin.push.eq(act_lines.r_rdy & awin.room), act_lines.r_en.eq(awin.push),
+            awin.data[0].eq(act_lines.r_data),
+            engine.act.valid.eq((awin.have != 0) & (awin.have >= a_need)),
+        ]
+        a_bytes = awin.bits(0)
+        act_beat = Signal(8 * N)
+        with m.Switch(a_off):
+            for off in range(0, line, a_step):
+                with m.Case(off):
+                    m.d.comb += act_beat.eq(a_bytes[8 * off: 8 * (off + N)])
+        for e in range(N):
+            m.d.comb += engine.act.payload[e].eq(
+                Mux(a_left > e, act_beat[8 * e: 8 * e + 8].as_signed(), 0))
+        with m.If(engine.act.valid & engine.act.ready):
+            after = a_off + N
+            m.d.comb += awin.consume.eq(Mux(a_last, a_need, after >> lb))
+            m.d.sync += [a_off.eq(Mux(a_last, 0, after[:lb])),
+                         a_left.eq(Mux(a_last, tile.k, a_left - N))]
 
         # -- engine commands: one per block ----------------------------------------------------
         c_active = Signal()
@@ -415,49 +512,48 @@ class TlmmGemmUnit(wiring.Component):
         c_i = Signal(8)
         m.d.comb += [
             engine.cmd.valid.eq(c_active),
-            engine.cmd.payload.beats.eq(n_seg * bps),
+            engine.cmd.payload.beats.eq(n_beats),
             engine.cmd.payload.planes.eq(planes),
         ]
         with m.If(engine.cmd.valid & engine.cmd.ready):
             with m.If(next_block(c_j0, c_i)):
                 m.d.sync += c_active.eq(0)
 
-        # -- weight beats: G slots per (row, unit) -> plane codes -> group index -----------
-        e_active = Signal()
-        e_buf = Signal()
-        e_seg = Signal(16)  # segment within the block
-        s = Signal(2)  # segment within the staged WGT line
-        w_beat = Signal(range(bps))
+        # -- weight beats: the N slots of each row at the beat's position, per plane ----------
+        # ``w_off`` is in 2-bit units into the oldest staged line (INT4 slots take two).
+        w_step = math.gcd(N, units)
+        w_off = Signal(range(units))
+        w_left = Signal(signed(18))  # weights of the block from this beat on
+        w_last = Signal()
+        w_need = Signal(range(wwin.depth + 1))
+        w_span = Signal(18)  # 2-bit units this beat covers
         plane = Signal(3)
-        e_j0 = Signal(13)
-        e_i = Signal(8)
-        lut = group_index_lut(G)
         last_plane = plane + 1 == planes
+        span = Mux(w_last, w_left, N)[:17]
+        m.d.comb += [
+            w_last.eq(w_left <= N),
+            w_span.eq(Mux(slot4, span << 1, span)),
+            w_need.eq((w_off + w_span + (units - 1)) >> (lb + 2)),
+            engine.weights.valid.eq((wwin.have != 0) & (wwin.have >= w_need)),
+        ]
+        lut = group_index_lut(G)
         w_payload = Signal.like(engine.weights.payload)
         for r in range(R):
-            staged = Mux(e_buf, stage[1][r], stage[0][r])
-            # this segment's slots of channel j0 + r
-            seg_bits = Signal(4 * line, name=f"seg_bits_{r}")
-            with m.If(slot4):
-                m.d.comb += seg_bits.eq(staged.word_select(s[0], 4 * line))
-            with m.Else():
-                m.d.comb += seg_bits.eq(staged.word_select(s, 2 * line))
+            bits = wwin.bits(r)
+            beat = Signal(4 * N, name=f"beat_{r}")
+            with m.Switch(w_off):
+                for off in range(0, units, w_step):
+                    with m.Case(off):
+                        m.d.comb += beat.eq(bits[2 * off: 2 * off + 4 * N])
             for u in range(P):
                 codes = []
                 for g in range(G):
-                    raw = Signal(4, name=f"slot_{r}_{u}_{g}")
-                    with m.Switch(w_beat):
-                        for b in range(bps):
-                            with m.Case(b):
-                                pos = b * per_beat + u * G + g
-                                if pos < line:
-                                    m.d.comb += raw.eq(Mux(slot4, seg_bits[4 * pos: 4 * pos + 4],
-                                                           seg_bits[2 * pos: 2 * pos + 2]))
+                    e = u * G + g
+                    raw = Mux(slot4, beat[4 * e: 4 * e + 4], beat[2 * e: 2 * e + 2])
                     # one ternary code per weight and plane (TERNARY: the slot itself)
                     bit = raw.bit_select(plane, 1)
                     code = Signal(2, name=f"code_{r}_{u}_{g}")
-                    m.d.comb += code.eq(Mux(tile.wfmt == WeightEncoding.TERNARY, raw[:2],
-                                            Mux(bit, Mux(last_plane, 3, 1), 0)))
+                    m.d.comb += code.eq(Mux(ternary, raw[:2], Mux(bit, Mux(last_plane, 3, 1), 0)))
                     codes.append(code)
                 index = w_payload[r * P + u]
                 with m.Switch(Cat(*codes)):
@@ -465,45 +561,36 @@ class TlmmGemmUnit(wiring.Component):
                         if magnitude or sign:
                             with m.Case(word):
                                 m.d.comb += [index.magnitude.eq(magnitude), index.sign.eq(sign)]
-        m.d.comb += [engine.weights.payload.eq(w_payload),
-                     engine.weights.valid.eq(e_active & full.bit_select(e_buf, 1))]
-        w_fire = engine.weights.valid & engine.weights.ready
-        with m.If(w_fire):
+        m.d.comb += engine.weights.payload.eq(w_payload)
+        with m.If(engine.weights.valid & engine.weights.ready):
             m.d.sync += plane.eq(plane + 1)
             with m.If(last_plane):
-                m.d.sync += [plane.eq(0), w_beat.eq(w_beat + 1)]
-                with m.If(w_beat == bps - 1):
-                    # segment done
-                    m.d.sync += [w_beat.eq(0), e_seg.eq(e_seg + 1), s.eq(s + 1)]
-                    block_end = e_seg + 1 == n_seg
-                    with m.If(block_end | (s == spl_last)):
-                        # the staged line is used up
-                        m.d.sync += [full.bit_select(e_buf, 1).eq(0), e_buf.eq(~e_buf), s.eq(0)]
-                    with m.If(block_end):
-                        m.d.sync += e_seg.eq(0)
-                        with m.If(next_block(e_j0, e_i)):
-                            m.d.sync += e_active.eq(0)
+                after = w_off + Mux(slot4, 2 * N, N)
+                m.d.comb += wwin.consume.eq(Mux(w_last, w_need, after >> (lb + 2)))
+                m.d.sync += [plane.eq(0), w_off.eq(Mux(w_last, 0, after[:lb + 2])),
+                             w_left.eq(Mux(w_last, tile.k, w_left - N))]
+        awin.elaborate(m)
+        wwin.elaborate(m)
 
-        # -- start ------------------------------------------------------------------------------
-        with m.If(start):
-            payload = self.tile.payload
+        # -- start: the processes begin in the cycle after ``go`` ------------------------------
+        with m.If(go):
             m.d.sync += [
-                f_active.eq(1), f_buf.eq(0), f_row.eq(0), f_ptr.eq(payload.wgt),
-                f_line0.eq(payload.wgt), f_wl.eq(0), f_j0.eq(0), f_i.eq(0),
-                f_wblk.eq(payload.wgt), full.eq(0),
-                r_active.eq(1), r_seg.eq(0), r_rem.eq(payload.k), r_j0.eq(0), r_i.eq(0),
-                r_abase.eq(payload.inp),
+                f_active.eq(1), f_wait.eq(0), f_row.eq(0), p_full.eq(0), f_wl.eq(0),
+                f_j0.eq(0), f_i.eq(0), f_ptr_a.eq(tile.wgt), f_ptr_b.eq(tile.wgt + tile.w_row),
+                f_line0.eq(tile.wgt), f_line0_b.eq(tile.wgt + tile.w_row), f_wblk.eq(tile.wgt),
+                f_wblk_b.eq(tile.wgt + tile.w_row),
+                r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(tile.inp),
+                r_addr.eq(tile.inp),
                 c_active.eq(1), c_j0.eq(0), c_i.eq(0),
-                e_active.eq(1), e_buf.eq(0), e_seg.eq(0), s.eq(0), w_beat.eq(0), plane.eq(0),
-                e_j0.eq(0), e_i.eq(0),
+                a_off.eq(0), a_left.eq(tile.k), awin.have.eq(0),
+                w_off.eq(0), w_left.eq(tile.k), plane.eq(0), wwin.have.eq(0),
             ]
-        seq_active = e_active
 
         writer = _AccWriter(m, self, engine.out, R, lambda held, r: held[r], line)
-        pending, _ = writer.elaborate(tile, start, self.tile.payload.acc)
+        pending_acc, _ = writer.elaborate(tile, start, self.tile.payload.acc)
         w_tail = Signal()
-        m.d.sync += w_tail.eq(pending)
-        m.d.comb += self.busy.eq(seq_active | pending | w_tail)
+        m.d.sync += w_tail.eq(pending_acc)
+        m.d.comb += self.busy.eq(go | pending_acc | w_tail)
         return m
 
 
@@ -529,122 +616,169 @@ class BitSerialGemmUnit(wiring.Component):
 
         tile = Signal(GEMM_TILE)
         start = Signal()
+        go = Signal()  # the cycle after start: per-instruction constants are registered
         m.d.comb += [self.tile.ready.eq(~self.busy), start.eq(self.tile.valid & self.tile.ready)]
+        m.d.sync += go.eq(start)
         with m.If(start):
             m.d.sync += tile.eq(self.tile.payload)
 
+        # -- per-instruction constants (registered in the ``go`` cycle) ------------------------
+        # Per block: chunks of W channels over whole groups (a partial last group is padded),
+        # so a block reads ceil(padded_k / line) INP lines and as many WGT lines per channel
+        # for 8-bit slots, ceil(padded_k / (2 line)) for 4-bit ones.
         n_groups = Signal(17)
+        padded_k = Signal(18)
+        n_lines = Signal(17)  # INP lines per block
+        n_wlines = Signal(17)  # staged WGT lines per block
         slot8 = Signal()  # 8-bit slots (INT8, INT6) instead of 4-bit ones
-        m.d.comb += [
-            n_groups.eq((tile.k + gs - 1) >> lgs),
-            slot8.eq((tile.wfmt == WeightEncoding.INT8) | (tile.wfmt == WeightEncoding.INT6)),
-        ]
         fmt = Signal(3)
         code_mask = Signal(8)
-        with m.Switch(tile.wfmt):
-            for enc, wf in BITSERIAL_FORMAT.items():
-                with m.Case(int(enc)):
-                    m.d.comb += [fmt.eq(int(wf)), code_mask.eq((1 << enc.code_bits) - 1)]
+
+        def lines_of_padded_k(slot_bytes_log2: int):
+            # ceil(padded_k / (line << s)) with one adder: gs and line are powers of two
+            span = max(lgs, lb + slot_bytes_log2)
+            return ((tile.k + (1 << span) - 1) >> span) << (span - lb - slot_bytes_log2)
+
+        with m.If(go):
+            m.d.sync += [
+                n_groups.eq((tile.k + gs - 1) >> lgs),
+                padded_k.eq(((tile.k + gs - 1) >> lgs) << lgs),
+                n_lines.eq(lines_of_padded_k(0)),
+                n_wlines.eq(Mux((tile.wfmt == WeightEncoding.INT8)
+                                | (tile.wfmt == WeightEncoding.INT6),
+                                lines_of_padded_k(0), lines_of_padded_k(1))),
+                slot8.eq((tile.wfmt == WeightEncoding.INT8) | (tile.wfmt == WeightEncoding.INT6)),
+            ]
+            with m.Switch(tile.wfmt):
+                for enc, wf in BITSERIAL_FORMAT.items():
+                    with m.Case(int(enc)):
+                        m.d.sync += [fmt.eq(int(wf)), code_mask.eq((1 << enc.code_bits) - 1)]
 
         def next_block(j0, i, on_row_end=()):
             return _next_block(m, tile, C, j0, i, on_row_end)
 
-        # Per block: chunks of W channels over whole groups (a partial last group is padded).
-        padded_k = Signal(18)
-        n_lines = Signal(17)  # INP lines per block
-        n_wlines = Signal(17)  # staged WGT lines per block
-        m.d.comb += [
-            padded_k.eq(n_groups << lgs),
-            n_lines.eq((padded_k + line - 1) >> lb),
-            n_wlines.eq(Mux(slot8, n_lines, (padded_k + 2 * line - 1) >> (lb + 1))),
-        ]
-
-        # -- metadata: per group read the C channels' bytes (or use 0 / 1), send a beat ------
+        # -- metadata: per group the C channels' type id and scale (or 0 / 1), one beat. A
+        # metadata line holds ``line / 2`` groups of a channel: the C lines are read (on the
+        # metadata port, before the filler) when a group starts a line, and kept.
+        gpl_bits = lb - 1  # log2 of groups per metadata line
         q_active = Signal()
         q_group = Signal(17)
         q_col = Signal(range(C + 1))
         q_ptr = Signal(17)  # metadata line of (channel j0 + q_col, group q_group)
+        q_lbase = Signal(17)  # metadata line of (channel j0, group q_group)
         q_mblk = Signal(17)  # metadata line of channel j0, group 0
         q_j0 = Signal(13)
         q_i = Signal(8)
         q_have = Signal()
         q_write = Signal()
         q_write_col = Signal(range(C))
-        q_write_sel = Signal(max(lb - 1, 1))
-        type_ids = [Signal(2, name=f"type_id_{c}") for c in range(C)]
-        scales = [Signal(SCALE_BITS, name=f"scale_{c}") for c in range(C)]
-        m.d.comb += self.meta_addr.eq(q_ptr)
-        meta_word = self.meta_data.word_select(q_write_sel, 16) if lb > 1 \
-            else self.meta_data[:16]
+        meta_lines = [Signal(width, name=f"meta_line_{c}") for c in range(C)]
+        q_need_read = Signal()
+        q_read = Signal()  # the metadata port reads q_ptr this cycle
+        m.d.comb += [
+            q_need_read.eq(tile.meta & (q_group[:gpl_bits] == 0)),
+            q_read.eq(q_active & ~q_have & q_need_read & (q_col < C)),
+        ]
         m.d.sync += q_write.eq(0)
         with m.If(q_write):
             for c in range(C):
                 with m.If(q_write_col == c):
-                    m.d.sync += [type_ids[c].eq(meta_word[0:2]), scales[c].eq(meta_word[8:16])]
-        with m.If(q_active & ~q_have):
-            with m.If(~tile.meta):
-                m.d.sync += [t.eq(0) for t in type_ids]
-                m.d.sync += [sc.eq(1) for sc in scales]
-                m.d.sync += q_have.eq(1)
-            with m.Elif(q_col < C):
-                m.d.sync += [q_write.eq(1), q_write_col.eq(q_col),
-                             q_write_sel.eq(q_group[: max(lb - 1, 1)]),
-                             q_col.eq(q_col + 1), q_ptr.eq(q_ptr + tile.m_row)]
-            with m.Elif(~q_write):
-                m.d.sync += q_have.eq(1)
+                    m.d.sync += meta_lines[c].eq(self.meta_data)
+        with m.If(q_read):
+            m.d.sync += [q_write.eq(1), q_write_col.eq(q_col), q_col.eq(q_col + 1),
+                         q_ptr.eq(q_ptr + tile.m_row)]
+        with m.If(q_active & ~q_have & (~q_need_read | ((q_col == C) & ~q_write))):
+            m.d.sync += q_have.eq(1)
         m.d.comb += [engine.meta.valid.eq(q_have),
                      engine.meta.payload.fmt.eq(fmt),
                      engine.meta.payload.last.eq(q_group + 1 == n_groups)]
         for c in range(C):
-            m.d.comb += [engine.meta.payload.cols[c].type_id.eq(type_ids[c]),
-                         engine.meta.payload.cols[c].scale.eq(scales[c])]
+            word = meta_lines[c].word_select(q_group[:gpl_bits], 16) if gpl_bits \
+                else meta_lines[c][:16]
+            m.d.comb += [
+                engine.meta.payload.cols[c].type_id.eq(Mux(tile.meta, word[0:2], 0)),
+                engine.meta.payload.cols[c].scale.eq(Mux(tile.meta, word[8:16], 1)),
+            ]
         with m.If(engine.meta.valid & engine.meta.ready):
-            next_line = q_mblk + (((q_group + 1) << 1) >> lb)
-            m.d.sync += [q_have.eq(0), q_col.eq(0), q_group.eq(q_group + 1),
-                         q_ptr.eq(next_line)]
+            m.d.sync += [q_have.eq(0), q_col.eq(0), q_group.eq(q_group + 1)]
+            with m.If((q_group + 1)[:gpl_bits] == 0):
+                # the next group starts a metadata line
+                m.d.sync += [q_lbase.eq(q_lbase + 1), q_ptr.eq(q_lbase + 1)]
+            with m.Else():
+                m.d.sync += q_ptr.eq(q_lbase)
             with m.If(q_group + 1 == n_groups):
                 next_mblk = q_mblk + C * tile.m_row
-                m.d.sync += [q_group.eq(0), q_mblk.eq(next_mblk), q_ptr.eq(next_mblk)]
+                m.d.sync += [q_group.eq(0), q_mblk.eq(next_mblk), q_lbase.eq(next_mblk),
+                             q_ptr.eq(next_mblk)]
                 with m.If(next_block(q_j0, q_i, on_row_end=[q_mblk.eq(tile.meta_line),
+                                                           q_lbase.eq(tile.meta_line),
                                                            q_ptr.eq(tile.meta_line)])):
                     m.d.sync += q_active.eq(0)
 
-        # -- filler: WGT lines of the C channels, double buffered ---------------------------
+        # -- filler: WGT line ``wl`` of the block's C channels into one of two staging buffers
+        # (double buffered), two reads per cycle: the WGT port and the metadata port when the
+        # metadata reads leave it free
         stage = [[Signal(width, name=f"stage{b}_{c}") for c in range(C)] for b in range(2)]
         full = Signal(2)
         f_active = Signal()
         f_buf = Signal()
-        f_row = Signal(range(C + 1))
-        f_ptr = Signal(17)
-        f_line0 = Signal(17)
+        f_row = Signal(range(C + 2))  # channel read on the WGT port (the other: f_row + 1)
+        f_ptr_a = Signal(17)
+        f_ptr_b = Signal(17)
+        f_line0 = Signal(17)  # WGT line wl of the block's channel 0
+        f_line0_b = Signal(17)  # ... of its channel 1
+        f_wblk = Signal(17)  # WGT line 0 of the block's channel 0
+        f_wblk_b = Signal(17)
+        wgt_b = Signal(17)  # WGT line of channel 1 of the first block
+        blk_stride = Signal(17)  # WGT lines between consecutive channel blocks: C * w_row
         f_wl = Signal(17)
         f_j0 = Signal(13)
         f_i = Signal(8)
-        f_wblk = Signal(17)
-        f_write = Signal()
-        f_write_buf = Signal()
-        f_write_row = Signal(range(C))
-        m.d.comb += self.wgt_addr.eq(f_ptr)
-        m.d.sync += f_write.eq(0)
-        with m.If(f_write):
+        f_wr = Signal()  # the reads issued in the previous cycle are to be stored
+        f_wr_b = Signal()  # ... including one on the metadata port
+        f_wr_buf = Signal()
+        f_wr_row = Signal(range(C + 1))
+        f_wr_last = Signal()
+        m.d.comb += [self.wgt_addr.eq(f_ptr_a), self.meta_addr.eq(Mux(q_read, q_ptr, f_ptr_b))]
+        m.d.sync += f_wr.eq(0)
+        with m.If(f_wr):
             for b in range(2):
                 for c in range(C):
-                    with m.If((f_write_buf == b) & (f_write_row == c)):
-                        m.d.sync += stage[b][c].eq(self.wgt_data)
-        with m.If(f_active & (f_row < C) & ~full.bit_select(f_buf, 1)):
-            m.d.sync += [f_write.eq(1), f_write_buf.eq(f_buf), f_write_row.eq(f_row),
-                         f_row.eq(f_row + 1), f_ptr.eq(f_ptr + tile.w_row)]
-        with m.If(f_write & (f_write_row == C - 1)):
-            m.d.sync += [full.bit_select(f_write_buf, 1).eq(1), f_buf.eq(~f_buf), f_row.eq(0),
-                         f_wl.eq(f_wl + 1), f_ptr.eq(f_line0 + 1), f_line0.eq(f_line0 + 1)]
-            with m.If(f_wl + 1 == n_wlines):
-                next_wblk = f_wblk + C * tile.w_row
-                m.d.sync += [f_wl.eq(0), f_wblk.eq(next_wblk), f_ptr.eq(next_wblk),
-                             f_line0.eq(next_wblk)]
-                with m.If(next_block(f_j0, f_i, on_row_end=[f_wblk.eq(tile.wgt),
-                                                           f_ptr.eq(tile.wgt),
-                                                           f_line0.eq(tile.wgt)])):
-                    m.d.sync += f_active.eq(0)
+                    with m.If(f_wr_buf == b):
+                        with m.If(f_wr_row == c):
+                            m.d.sync += stage[b][c].eq(self.wgt_data)
+                        if c:
+                            with m.If(f_wr_b & (f_wr_row == c - 1)):
+                                m.d.sync += stage[b][c].eq(self.meta_data)
+            with m.If(f_wr_last):
+                m.d.sync += full.bit_select(f_wr_buf, 1).eq(1)
+        f_issue = f_active & ~full.bit_select(f_buf, 1)
+        f_pair = ~q_read & (f_row + 1 < C)  # the metadata port reads channel f_row + 1
+        set_last = f_row + Mux(f_pair, 2, 1) >= C
+        with m.If(f_issue):
+            m.d.sync += [f_wr.eq(1), f_wr_b.eq(f_pair), f_wr_buf.eq(f_buf), f_wr_row.eq(f_row),
+                         f_wr_last.eq(set_last)]
+            with m.If(f_pair):
+                m.d.sync += [f_row.eq(f_row + 2), f_ptr_a.eq(f_ptr_a + (tile.w_row << 1)),
+                             f_ptr_b.eq(f_ptr_b + (tile.w_row << 1))]
+            with m.Else():
+                m.d.sync += [f_row.eq(f_row + 1), f_ptr_a.eq(f_ptr_b),
+                             f_ptr_b.eq(f_ptr_b + tile.w_row)]
+            with m.If(set_last):
+                # the set is issued: the next one goes to the other buffer
+                m.d.sync += [f_buf.eq(~f_buf), f_row.eq(0), f_wl.eq(f_wl + 1),
+                             f_line0.eq(f_line0 + 1), f_line0_b.eq(f_line0_b + 1),
+                             f_ptr_a.eq(f_line0 + 1), f_ptr_b.eq(f_line0_b + 1)]
+                with m.If(f_wl + 1 == n_wlines):
+                    next_a, next_b = f_wblk + blk_stride, f_wblk_b + blk_stride
+                    m.d.sync += [f_wl.eq(0), f_wblk.eq(next_a), f_wblk_b.eq(next_b),
+                                 f_line0.eq(next_a), f_line0_b.eq(next_b),
+                                 f_ptr_a.eq(next_a), f_ptr_b.eq(next_b)]
+                    done = next_block(f_j0, f_i, on_row_end=[
+                        f_wblk.eq(tile.wgt), f_wblk_b.eq(wgt_b), f_line0.eq(tile.wgt),
+                        f_line0_b.eq(wgt_b), f_ptr_a.eq(tile.wgt), f_ptr_b.eq(wgt_b)])
+                    with m.If(done):
+                        m.d.sync += f_active.eq(0)
 
         # -- INP reader: the activation row's lines, once per block, into a 2-line queue ----
         m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=2)
@@ -652,17 +786,19 @@ class BitSerialGemmUnit(wiring.Component):
         r_line = Signal(17)
         r_j0 = Signal(13)
         r_i = Signal(8)
-        r_abase = Signal(17)
+        r_abase = Signal(17)  # INP line 0 of the activation row
+        r_addr = Signal(17)  # INP line r_line of the activation row
         r_inflight = Signal()
-        m.d.comb += self.inp_addr.eq(r_abase + r_line)
+        m.d.comb += self.inp_addr.eq(r_addr)
         # a read is issued only if its line will find room in the queue a cycle later
         r_issue = r_active & (act_lines.level + r_inflight < 2)
         m.d.sync += r_inflight.eq(r_issue)
         with m.If(r_issue):
-            m.d.sync += r_line.eq(r_line + 1)
+            m.d.sync += [r_line.eq(r_line + 1), r_addr.eq(r_addr + 1)]
             with m.If(r_line + 1 == n_lines):
-                m.d.sync += r_line.eq(0)
-                with m.If(next_block(r_j0, r_i, on_row_end=[r_abase.eq(r_abase + tile.a_row)])):
+                m.d.sync += [r_line.eq(0), r_addr.eq(r_abase)]
+                with m.If(next_block(r_j0, r_i, on_row_end=[r_abase.eq(r_abase + tile.a_row),
+                                                           r_addr.eq(r_abase + tile.a_row)])):
                     m.d.sync += r_active.eq(0)
         m.d.comb += [act_lines.w_en.eq(r_inflight), act_lines.w_data.eq(self.inp_data)]
 
@@ -708,17 +844,20 @@ class BitSerialGemmUnit(wiring.Component):
                 with m.If(next_block(e_j0, e_i)):
                     m.d.sync += e_active.eq(0)
 
-        # -- start ------------------------------------------------------------------------------
-        with m.If(start):
-            payload = self.tile.payload
+        # -- start: the processes begin in the cycle after ``go`` ------------------------------
+        with m.If(go):
             m.d.sync += [
-                q_active.eq(1), q_group.eq(0), q_col.eq(0), q_ptr.eq(payload.meta_line),
-                q_mblk.eq(payload.meta_line), q_j0.eq(0), q_i.eq(0), q_have.eq(0),
-                f_active.eq(1), f_buf.eq(0), f_row.eq(0), f_ptr.eq(payload.wgt),
-                f_line0.eq(payload.wgt), f_wl.eq(0), f_j0.eq(0), f_i.eq(0),
-                f_wblk.eq(payload.wgt), full.eq(0),
-                r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(payload.inp),
-                e_active.eq(1), e_t.eq(0), e_rem.eq(payload.k), e_buf.eq(0), e_j0.eq(0),
+                blk_stride.eq(tile.w_row * C), wgt_b.eq(tile.wgt + tile.w_row),
+                q_active.eq(1), q_group.eq(0), q_col.eq(0), q_ptr.eq(tile.meta_line),
+                q_lbase.eq(tile.meta_line), q_mblk.eq(tile.meta_line), q_j0.eq(0), q_i.eq(0),
+                q_have.eq(0),
+                f_active.eq(1), f_buf.eq(0), f_row.eq(0), f_wl.eq(0), f_j0.eq(0), f_i.eq(0),
+                f_ptr_a.eq(tile.wgt), f_ptr_b.eq(tile.wgt + tile.w_row),
+                f_line0.eq(tile.wgt), f_line0_b.eq(tile.wgt + tile.w_row),
+                f_wblk.eq(tile.wgt), f_wblk_b.eq(tile.wgt + tile.w_row), full.eq(0),
+                r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(tile.inp),
+                r_addr.eq(tile.inp),
+                e_active.eq(1), e_t.eq(0), e_rem.eq(tile.k), e_buf.eq(0), e_j0.eq(0),
                 e_i.eq(0), a_have.eq(0),
             ]
         seq_active = e_active
@@ -727,5 +866,5 @@ class BitSerialGemmUnit(wiring.Component):
         pending, _ = writer.elaborate(tile, start, self.tile.payload.acc)
         w_tail = Signal()
         m.d.sync += w_tail.eq(pending)
-        m.d.comb += self.busy.eq(seq_active | pending | w_tail)
+        m.d.comb += self.busy.eq(go | seq_active | pending | w_tail)
         return m
