@@ -63,9 +63,9 @@ def module_breakdown(board_name: str, out: Path, changes: dict | None = None
     modules: dict[str, dict[str, int]] = {}
     current = None
     for line in (out / "stat.txt").read_text().splitlines():
-        header = re.match(r"^=== (\S+) ===$", line)
-        if header:
-            current = None if header[1] == "design" else modules.setdefault(header[1], {})
+        header = re.match(r"^=== (.+) ===$", line)
+        if header:  # a module, or the closing "design hierarchy" summary
+            current = None if " " in header[1] else modules.setdefault(header[1], {})
             continue
         cell = re.match(r"^\s+(\d+)\s+((?:SB|TRELLIS|MULT|DP16|LUT|CCU|PFU|EHX|L6)\w*)\s*$",
                         line)

@@ -136,16 +136,11 @@ class SpiBridgeSystem(wiring.Component):
     :class:`~trilobit.hw.bridge_spi.SpiTarget`, wired as :class:`trilobit.boards.build.BoardTop`
     wires the SPI link on a board (pins at the top, no I/O buffers)."""
 
-    sck: In(1)
-    cs_n: In(1, init=1)
-    mosi: In(1)
-    miso: Out(1)
-    irq: Out(1)
-
     def __init__(self, config: AcceleratorConfig, memory_bytes: int):
         self.config = config
         self.memory_bytes = memory_bytes
-        super().__init__()
+        super().__init__({"sck": In(1), "cs_n": In(1, init=1), "mosi": In(1),
+                          "miso": Out(1), "irq": Out(1)})
 
     def elaborate(self, platform):
         from trilobit.hw.bridge_soc import BridgeSoC
