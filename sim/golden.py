@@ -201,12 +201,13 @@ class CycleModel:
     def gemm(self, engine: int, fmt: int, m: int, n: int, k: int, meta: bool = False) -> int:
         """Cycles of the GEMM units of ``trilobit.hw.accel_compute`` (docs/accelerator.md).
 
-        Both units stage one WGT line per channel of a block (one read per cycle, double
-        buffered) while the engine works on the previous line, so per block and staged line
-        the larger of the two counts: TLMM ``rows`` reads vs the line's weight beats
-        (``ceil(line / (G*units))`` per INP line of activations, times the bit planes);
-        BITSERIAL ``rows`` reads vs the line's chunks of ``lanes`` channels at the engine's
-        cycles per weight. ``meta`` (per-group metadata reads) overlaps the chunks.
+        Both units stage the WGT lines of a block's channels two per cycle (the WGT and the
+        metadata read ports) while the engine works, so per block the larger of the engine's
+        cycles and the staging reads counts. TLMM: ``ceil(k / (G*units))`` beats times the bit
+        planes vs ``ceil(rows/2) + 1`` cycles per WGT line (one staging register set) and one
+        INP line per cycle; BITSERIAL: the chunks of ``lanes`` channels at the engine's cycles
+        per weight vs ``ceil(rows/2)`` cycles per WGT line (double buffered), plus half a cycle
+        per metadata line read (``meta``: ``rows`` lines per ``line/2`` groups).
         """
         cfg = self.config
         line = cfg.line_bytes
@@ -216,16 +217,16 @@ class CycleModel:
             per_weight = -(-max(fmt.code_bits, 4) // p.bits_per_cycle)
             padded_k = -(-k // p.group_size) * p.group_size
             staged = ceil_div(ceil_div(padded_k * weight_bits(fmt), 8), line)
-            chunks_per_line = ceil_div(padded_k, p.lanes) / staged
-            per_line = max(p.rows, int(chunks_per_line * per_weight))
-            return self.PIPE + 2 * p.rows + m * -(-n // p.rows) * staged * per_line
+            meta_reads = p.rows * ceil_div(ceil_div(k, p.group_size), line // 2) if meta else 0
+            fill = staged * ceil_div(p.rows, 2) + ceil_div(meta_reads, 2)
+            per_block = max(ceil_div(padded_k, p.lanes) * per_weight, fill)
+            return self.PIPE + 2 * p.rows + m * -(-n // p.rows) * per_block
         p = cfg.tlmm
         planes = {WeightEncoding.TERNARY: 1, WeightEncoding.INT2: 2, WeightEncoding.INT4: 4}[fmt]
-        beats_per_line = -(-line // (p.group_size * p.units)) * planes
-        segments_per_wline = 8 // weight_bits(fmt)
-        per_wline = max(p.rows, segments_per_wline * beats_per_line)
-        wlines = weight_row_lines(k, fmt, line)
-        return self.PIPE + 2 * p.rows + m * -(-n // p.rows) * wlines * per_wline
+        beats = ceil_div(k, p.group_size * p.units) * planes
+        fill = weight_row_lines(k, fmt, line) * (ceil_div(p.rows, 2) + 1)
+        per_block = max(beats, fill, ceil_div(k, line))
+        return self.PIPE + 2 * p.rows + m * -(-n // p.rows) * per_block
 
     def post(self, m: int, n: int) -> int:
         return self.PIPE + -(-m * n // self.config.post_lanes)
