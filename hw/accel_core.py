@@ -167,6 +167,12 @@ class AcceleratorCore(wiring.Component):
         error_pc = Signal(32)
         start = Signal()
         counters = {name: Signal(32, name=f"cnt_{name}") for name in COUNTERS}
+        # Without perf_counters only the watchdog's cycle counter exists; the others read 0.
+        built_counters = list(COUNTERS) if cfg.perf_counters else ["cycles"]
+
+        def count(name: str, amount: int = 1) -> None:
+            if name in built_counters:
+                m.d.sync += counters[name].eq(counters[name] + amount)
 
         csr_read = Signal(32)
         word = self.csr_adr
@@ -221,8 +227,16 @@ class AcceleratorCore(wiring.Component):
         hdr = F[Opcode.END]
         tokens = {ch: Signal(8, name=f"tokens_{ch}") for ch in ("l2c", "c2l", "c2s", "s2c")}
 
+        # The checks run over three cycles (DECODE, CHECK, RANGE) and the dispatcher acts in
+        # ISSUE: every intermediate below is re-registered each cycle from the instruction
+        # register and CSRs, which hold still from the end of FETCH to ISSUE, so no enables.
+        def registered(value, shape=None, name="check"):
+            r = Signal(shape if shape is not None else value.shape(), name=name)
+            m.d.sync += r.eq(value)
+            return r
+
         decode_error = Signal(8)
-        legal = Signal()
+        legal_now = Signal()
         # A POST in a requantization mode the config leaves out is illegal (no hardware).
         post_mode_built = Signal()
         with m.Switch(F[Opcode.POST]["mode"]):
@@ -238,7 +252,8 @@ class AcceleratorCore(wiring.Component):
                     no_reserved = (insn & Const(reserved_mask(op), INSN_BITS)) == 0
                     if op == Opcode.POST:
                         no_reserved &= post_mode_built
-                    m.d.comb += legal.eq(no_reserved)
+                    m.d.comb += legal_now.eq(no_reserved)
+        legal = registered(legal_now, name="legal")
 
         # Per-opcode field, range and window checks (priority as docs/isa.md).
         bad_field = Signal()
@@ -261,17 +276,14 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += token_next[ch].eq(tokens[ch] + 1)
             return flag & (tokens[ch] == cfg.token_depth)
 
-        # LOAD / STORE spans
+        # LOAD / STORE spans (products in CHECK, ends in RANGE, comparisons in ISSUE)
         T = F[Opcode.LOAD]
-        span_lines = Signal(24)
-        m.d.comb += span_lines.eq(T["rows"] * T["row_lines"])
-        xfer_start = Signal(34)
-        xfer_end = Signal(40)
-        m.d.comb += [
-            xfer_start.eq(data_base + T["dram"]),
-            xfer_end.eq(xfer_start + (T["rows"] - 1) * T["stride"] + (T["row_lines"] << lb)),
-        ]
-        xfer_window_ok = (xfer_start >= win_base) & (xfer_end <= win_limit)
+        span_lines = registered(T["rows"] * T["row_lines"], 24, "span_lines")
+        xfer_start = registered(data_base + T["dram"], 34, "xfer_start")
+        xfer_rows = registered((T["rows"] - 1) * T["stride"], 36, "xfer_rows")
+        xfer_end = registered(xfer_start + xfer_rows + (T["row_lines"] << lb), 40, "xfer_end")
+        xfer_window_ok = registered((xfer_start >= win_base) & (xfer_end <= win_limit),
+                                    name="xfer_window_ok")
         buf_lines = Signal(24)
         with m.Switch(T["buf"]):
             for b in Buffer:
@@ -283,7 +295,8 @@ class AcceleratorCore(wiring.Component):
         # GEMM geometry
         G = F[Opcode.GEMM]
         wfmt = G["wfmt"]
-        a_row, w_row, meta_row = gemm_rows(m, G, lb, lgs)
+        a_row, w_row, meta_row = (registered(v, name=n) for v, n in zip(
+            gemm_rows(m, G, lb, lgs), ("a_row", "w_row", "meta_row"), strict=True))
         engine_ok = Signal()
         with m.Switch(Cat(wfmt, G["engine"])):
             for engine, fmts in ENGINE_FORMATS.items():
@@ -293,26 +306,39 @@ class AcceleratorCore(wiring.Component):
                         m.d.comb += engine_ok.eq(present)
         gemm_bad = ~engine_ok | (G["meta"] & (G["engine"] != Engine.BITSERIAL)) | (
             G["m"] == 0) | (G["n"] == 0) | (G["k"] == 0)
-        gemm_range = (
-            (G["inp"] + G["m"] * a_row > lines[Buffer.INP])
-            | (G["wgt"] + G["n"] * w_row > lines[Buffer.WGT])
-            | (G["meta"] & (G["meta_line"] + G["n"] * meta_row > lines[Buffer.WGT]))
-            | (G["acc"] + G["m"] * G["n"] > acc_entries)
-        )
+        # GEMM and POST share the positions of m and n (one product serves both).
+        assert ({(f.name, f.lsb, f.width) for f in FORMATS[Opcode.GEMM] if f.name in ("m", "n")}
+                == {(f.name, f.lsb, f.width) for f in FORMATS[Opcode.POST] if f.name in ("m", "n")})
+        tile = registered(G["m"] * G["n"], 20, "tile_entries")
+        tile_macs = registered(tile * G["k"], 36, "tile_macs")
+        gemm_ends = [
+            (registered(G["inp"] + G["m"] * a_row, 24, "inp_end"), lines[Buffer.INP], 1),
+            (registered(G["wgt"] + G["n"] * w_row, 30, "wgt_end"), lines[Buffer.WGT], 1),
+            (registered(G["meta_line"] + G["n"] * meta_row, 30, "meta_end"),
+             lines[Buffer.WGT], G["meta"]),
+            (registered(G["acc"] + tile, 21, "gemm_acc_end"), acc_entries, 1),
+        ]
+        gemm_range = registered(Cat(*((end > limit) & when for end, limit, when in gemm_ends))
+                                .any(), name="gemm_range")
 
         # POST geometry
         P = F[Opcode.POST]
-        o_row = Signal(10)
-        m.d.comb += o_row.eq(_ceil_shift(P["n"], lb))
+        o_row = registered(_ceil_shift(P["n"], lb), 10, "o_row")
         mode_acc = P["mode"] == PostMode.ACC
         post_bad = (P["mode"] == 3) | (P["m"] == 0) | (
             P["n"] == 0) | (((P["param"] << lb) & 15) != 0)
-        post_range = (
-            ((~P["no_acc"] | mode_acc) & (P["acc"] + P["m"] * P["n"] > acc_entries))
-            | ((P["bias"] | ~mode_acc) & (P["param"] + (P["n"] << (4 - lb)) > lines[Buffer.PARAM]))
-            | (~mode_acc & (P["out"] + P["m"] * o_row > lines[Buffer.OUT]))
-            | (P["residual"] & (P["res"] + P["m"] * o_row > lines[Buffer.INP]))
-        )
+        post_ends = [
+            (registered(P["acc"] + tile, 21, "post_acc_end"), acc_entries,
+             ~P["no_acc"] | mode_acc),
+            (registered(P["param"] + (P["n"] << (4 - lb)), 20, "param_end"),
+             lines[Buffer.PARAM], P["bias"] | ~mode_acc),
+            (registered(P["out"] + P["m"] * o_row, 20, "out_end"), lines[Buffer.OUT],
+             ~mode_acc),
+            (registered(P["res"] + P["m"] * o_row, 20, "res_end"), lines[Buffer.INP],
+             P["residual"]),
+        ]
+        post_range = registered(Cat(*((end > limit) & when for end, limit, when in post_ends))
+                                .any(), name="post_range")
 
         flags_bad = Signal()
         with m.Switch(opcode):
@@ -360,8 +386,9 @@ class AcceleratorCore(wiring.Component):
 
         # -- execution registers ----------------------------------------------------------
         beat = Signal(12)  # instruction fetch beat
-        fetch_addr = Signal(36)
-        m.d.comb += fetch_addr.eq(prog_base + (pc << 4))
+        fetch_addr = Signal(36)  # PROG_BASE + 16 * pc, kept alongside pc (no adder on the bus)
+        # The last byte address an instruction may start at and still lie in the window.
+        fetch_last = registered(win_limit - INSN_BYTES, signed(34), "fetch_last")
         beats_per_insn = INSN_BYTES // line
 
         # Row, channel and ACC entry of POST (GEMM runs in the engine units, accel_compute.py)
@@ -388,7 +415,7 @@ class AcceleratorCore(wiring.Component):
         running = Signal()
         m.d.comb += running.eq(state == STATE_BUSY)
         with m.If(running):
-            m.d.sync += counters["cycles"].eq(counters["cycles"] + 1)
+            count("cycles")
 
         def finish(code, at_pc):
             m.d.sync += [
@@ -474,9 +501,13 @@ class AcceleratorCore(wiring.Component):
             self.mem_dat_w.eq(dat_store),
         ]
 
+        # The watchdog compares one cycle ahead and registers the result, so the reset it
+        # drives (queues, units, pipelines) starts from a flip-flop.
+        watchdog_due = Signal()
+        m.d.sync += watchdog_due.eq(
+            running & (watchdog != 0) & (counters["cycles"] + 2 >= watchdog))
         watchdog_fire = Signal()
-        m.d.comb += watchdog_fire.eq(
-            running & (watchdog != 0) & (counters["cycles"] + 1 >= watchdog))
+        m.d.comb += watchdog_fire.eq(running & watchdog_due)
         m.d.comb += flush.eq(start | watchdog_fire)
         with m.If(flush):
             m.d.sync += [live[ch].eq(0) for ch in live]
@@ -515,20 +546,22 @@ class AcceleratorCore(wiring.Component):
                         error_code.eq(0),
                         error_pc.eq(0),
                         pc.eq(0),
+                        fetch_addr.eq(prog_base),
                         beat.eq(0),
                         irq_pending.eq(0),
                     ]
-                    m.d.sync += [c.eq(0) for c in counters.values()]
+                    m.d.sync += [counters[name].eq(0) for name in built_counters]
                     m.d.sync += [t.eq(0) for t in tokens.values()]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
                 # The whole instruction must lie inside the window before any beat is read.
-                with m.If((fetch_addr < win_base) | (fetch_addr + INSN_BYTES > win_limit)):
+                with m.If((fetch_addr < win_base) | (fetch_addr > fetch_last)):
                     m.d.sync += [pend_code.eq(ErrorCode.WINDOW), pend_pc.eq(pc)]
                     m.next = "DRAIN"
                 with m.Else():
-                    m.d.comb += [req_fetch.eq(1), adr_fetch.eq((fetch_addr >> lb) + beat)]
+                    # fetch_addr is 16-byte aligned: the beat fills the low line-address bits.
+                    m.d.comb += [req_fetch.eq(1), adr_fetch.eq((fetch_addr >> lb) | beat)]
                     with m.If(ack_fetch):
                         m.d.sync += insn.word_select(beat, width).eq(self.mem_dat_r)
                         with m.If(beat == beats_per_insn - 1):
@@ -538,45 +571,50 @@ class AcceleratorCore(wiring.Component):
                             m.d.sync += beat.eq(beat + 1)
                 abort_on_watchdog()
 
-            with m.State("DECODE"):
+            # The checks' registers fill (see "registered" above): products, span ends,
+            # comparisons; ISSUE acts on them.
+            for now, then in (("DECODE", "CHECK"), ("CHECK", "RANGE"), ("RANGE", "ISSUE")):
+                with m.State(now):
+                    m.next = then
+                    abort_on_watchdog()
+
+            with m.State("ISSUE"):
                 with m.If(decode_error != 0):
                     m.d.sync += [pend_code.eq(decode_error), pend_pc.eq(pc)]
                     m.next = "DRAIN"
                 with m.Elif(unit_queue_ready):
                     m.d.sync += [tokens[ch].eq(token_next[ch]) for ch in tokens]
-                    m.d.sync += counters["insns"].eq(counters["insns"] + 1)
+                    count("insns")
+                    with m.If((opcode != Opcode.END) & (opcode != Opcode.JUMP)):
+                        m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSN_BYTES)]
                     with m.Switch(opcode):
                         with m.Case(Opcode.END):
                             m.d.sync += pend_code.eq(0)
                             m.next = "DRAIN"
                         with m.Case(Opcode.SYNC):
-                            m.d.sync += pc.eq(pc + 1)
                             m.next = "SYNC"
                         with m.Case(Opcode.JUMP):
-                            m.d.sync += pc.eq(F[Opcode.JUMP]["target"])
+                            target = F[Opcode.JUMP]["target"]
+                            m.d.sync += [pc.eq(target), fetch_addr.eq(prog_base + (target << 4))]
                             m.next = "FETCH"
                         with m.Case(Opcode.LOAD):
                             m.d.comb += lq.w_en.eq(1)
-                            m.d.sync += [pc.eq(pc + 1), counters["load_insns"].eq(
-                                counters["load_insns"] + 1)]
+                            count("load_insns")
                             m.next = "FETCH"
                         with m.Case(Opcode.STORE):
                             m.d.comb += sq.w_en.eq(1)
-                            m.d.sync += [pc.eq(pc + 1), counters["store_insns"].eq(
-                                counters["store_insns"] + 1)]
+                            count("store_insns")
                             m.next = "FETCH"
                         with m.Case(Opcode.GEMM, Opcode.POST):
                             m.d.comb += cq.w_en.eq(1)
                             macs = Signal(64)
                             m.d.comb += macs.eq(Cat(counters["macs"], counters["macs_hi"])
-                                                + G["m"] * G["n"] * G["k"])
-                            m.d.sync += [
-                                pc.eq(pc + 1),
-                                counters["compute_insns"].eq(counters["compute_insns"] + 1),
-                            ]
-                            with m.If(opcode == Opcode.GEMM):
-                                m.d.sync += [counters["macs"].eq(macs[:32]),
-                                             counters["macs_hi"].eq(macs[32:])]
+                                                + tile_macs)
+                            count("compute_insns")
+                            if cfg.perf_counters:
+                                with m.If(opcode == Opcode.GEMM):
+                                    m.d.sync += [counters["macs"].eq(macs[:32]),
+                                                 counters["macs_hi"].eq(macs[32:])]
                             m.next = "FETCH"
                 abort_on_watchdog()
 
@@ -627,12 +665,12 @@ class AcceleratorCore(wiring.Component):
                     ]
                     m.next = "RUN"
                 with m.Elif(lq.r_rdy):
-                    m.d.sync += counters["load_stall"].eq(counters["load_stall"] + 1)
+                    count("load_stall")
             with m.State("RUN"):
-                m.d.sync += counters["load_busy"].eq(counters["load_busy"] + 1)
+                count("load_busy")
                 m.d.comb += [req_load.eq(1), adr_load.eq((l_row_addr >> lb) + l_beat)]
                 with m.If(~ack_load):
-                    m.d.sync += counters["load_stall"].eq(counters["load_stall"] + 1)
+                    count("load_stall")
                 with m.Else():
                     flip_mask = Const(int("80" * line, 16), width)
                     data = self.mem_dat_r ^ Mux(l_flip, flip_mask, 0)
@@ -649,10 +687,8 @@ class AcceleratorCore(wiring.Component):
                                 param_w.data.eq(data.replicate(param_parts)),
                                 param_w.en.eq(Const(1, param_parts) << part),
                             ]
-                    m.d.sync += [
-                        l_ptr.eq(l_ptr + 1),
-                        counters["bytes_read"].eq(counters["bytes_read"] + line),
-                    ]
+                    m.d.sync += l_ptr.eq(l_ptr + 1)
+                    count("bytes_read", line)
                     with m.If(l_beat == l_row_lines - 1):
                         m.d.sync += [l_beat.eq(0), l_row.eq(l_row + 1),
                                      l_row_addr.eq(l_row_addr + l_stride)]
@@ -691,29 +727,27 @@ class AcceleratorCore(wiring.Component):
                     ]
                     m.next = "READ"
                 with m.Elif(sq.r_rdy):
-                    m.d.sync += counters["store_stall"].eq(counters["store_stall"] + 1)
+                    count("store_stall")
             # Read a buffer line (one cycle), then write it to the bus.
             with m.State("READ"):
-                m.d.sync += counters["store_busy"].eq(counters["store_busy"] + 1)
+                count("store_busy")
                 m.d.comb += [acc_r.addr.eq(s_ptr), out_r.addr.eq(s_ptr)]
                 m.next = "WRITE"
                 with m.If(watchdog_fire):
                     m.d.sync += store_acc.eq(0)
                 abort_on_watchdog()
             with m.State("WRITE"):
-                m.d.sync += counters["store_busy"].eq(counters["store_busy"] + 1)
+                count("store_busy")
                 m.d.comb += [
                     acc_r.addr.eq(s_ptr), out_r.addr.eq(s_ptr),
                     req_store.eq(1), adr_store.eq((s_row_addr >> lb) + s_beat),
                     dat_store.eq(Mux(s_buf == Buffer.ACC, acc_r.data, out_r.data)),
                 ]
                 with m.If(~ack_store):
-                    m.d.sync += counters["store_stall"].eq(counters["store_stall"] + 1)
+                    count("store_stall")
                 with m.Else():
-                    m.d.sync += [
-                        s_ptr.eq(s_ptr + 1),
-                        counters["bytes_written"].eq(counters["bytes_written"] + line),
-                    ]
+                    m.d.sync += s_ptr.eq(s_ptr + 1)
+                    count("bytes_written", line)
                     m.next = "READ"
                     with m.If(s_beat == s_row_lines - 1):
                         m.d.sync += [s_beat.eq(0), s_row.eq(s_row + 1),
@@ -794,19 +828,19 @@ class AcceleratorCore(wiring.Component):
                         ]
                         m.next = "POST"
                 with m.Elif(cq.r_rdy):
-                    m.d.sync += counters["compute_stall"].eq(counters["compute_stall"] + 1)
+                    count("compute_stall")
 
             # GEMM on an engine unit (idle in IDLE, so it took the tile at once): wait until
             # its last ACC write is done, then send the tokens.
             with m.State("ENGINE"):
-                m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
+                count("compute_busy")
                 with m.If(~units_busy):
                     m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
                     m.next = "IDLE"
                 abort_on_watchdog()
 
             with m.State("POST"):
-                m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
+                count("compute_busy")
                 m.d.comb += post_issue.eq(1)
                 with m.If(gj == g_n - 1):
                     m.d.sync += [gj.eq(0), gi.eq(gi + 1), p_out_base.eq(p_out_base + p_orow),
@@ -821,7 +855,7 @@ class AcceleratorCore(wiring.Component):
             with m.State("POST_DRAIN"):
                 # The last results are still in the unit's pipeline: the tokens go out once
                 # it is empty (every result written).
-                m.d.sync += counters["compute_busy"].eq(counters["compute_busy"] + 1)
+                count("compute_busy")
                 with m.If(~p1_valid & ~post.busy):
                     m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
                     m.next = "IDLE"
