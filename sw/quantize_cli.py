@@ -7,11 +7,15 @@ an ``.npz`` with ``codes``, ``type_ids``, ``scale_int``, ``shift``, ``fmt``, ``g
 and, with ``--columns/--width``, the engine's weight beats in stream order.
 
 With an ONNX model and ``-o OUT.onnx`` it rewrites the float weight ``--initializer W`` (or,
-with ``--all``, every float weight of a MatMul/Gemm) into the per-group ONNX form that
+with ``--all``, every float weight of a MatMul/Gemm, and every int8 weight a QDQ model's
+DequantizeLinear feeds to one) into the per-group ONNX form that
 onnxruntime runs as is: the integer-form values in an int8 initializer ``W.bitmod``, the
 block scales ``scale_int * 2**-shift`` in a float32 initializer ``W.scale`` and an opset-21
 blocked ``DequantizeLinear(axis=0, block_size=group_size)`` whose output keeps the name
-``W``. A Gemm using the weight becomes MatMul (+ Add of its bias). Everything else is kept.
+``W``. A Gemm using the weight becomes MatMul (+ Add of its bias). In a QDQ model the weight's
+DequantizeLinear is rewritten in place (the int8 weights are dequantized and searched again)
+and a Gemm's int32 bias is requantized to the accumulator unit ``a_scale * 2**-shift``.
+Everything else is kept.
 The compiler recognises the form from the values and runs it on the bit-serial engine with
 per-group type ids and scales (``docs/compiler.md``).
 """
@@ -430,6 +434,9 @@ def _run_onnx(args: argparse.Namespace, fmt: WeightFormat) -> int:
                           f"{str(args.source)!r}")
     if args.all == (args.initializer is not None):
         raise ConfigError("give exactly one of --initializer NAME and --all")
+    if args.in_axis is not None or args.columns or args.width:
+        raise ConfigError("--in-axis/--columns/--width do not apply to an .onnx output (groups "
+                          "run along K of the MatMul)")
     model = onnx.load(str(args.source))
     names = matmul_weights(model) + qdq_matmul_weights(model) if args.all \
         else [args.initializer]

@@ -402,3 +402,40 @@ def test_qdq_gemm_with_transposed_weights_and_an_accumulator_unit_bias(rng):
     theirs = ort_run(model, {"xq": xq})
     assert np.abs(ours.astype(np.int64) - theirs).max() <= 1
     assert (ours == theirs).mean() > 0.95
+
+
+@pytest.mark.parametrize("fmt", ["int3", "fp3", "int4", "fp4", "int6", "int8"])
+def test_written_form_is_recovered_exactly_from_the_values(fmt, rng):
+    """quantizer -> ONNX arrays -> integer_scales + plan_groups: the same scales, the same
+    integer values, and no wider format than the quantizer's."""
+    w = rng.standard_t(3, size=(9, 70)) * rng.uniform(0.01, 1.0, size=(9, 1))
+    q = quantize_bitmod(w, fmt, 16)
+    values, scales = onnx_block_arrays(q)
+    scale_int, shift = integer_scales(scales)
+    np.testing.assert_array_equal(np.ldexp(scale_int.astype(np.float64), -shift),
+                                  np.ldexp(q.scale_int.T.astype(np.float64), -q.shift))
+    plan = plan_groups(values, scale_int, 16, 16)
+    assert plan.fmt.bits <= WeightFormat.parse(fmt).bits
+    names = [BITMOD_CANDIDATES[plan.fmt.bits][t] if plan.fmt.is_fp else f"int{plan.fmt.bits}"
+             for t in range(4)]
+    full = np.zeros((9, 70))
+    for c in range(9):
+        for g, t in enumerate(plan.type_ids[c]):
+            sl = slice(g * 16, min(70, (g + 1) * 16))
+            full[c, sl] = get_dtype(names[t]).values[plan.codes[c, sl]]
+    np.testing.assert_array_equal(full, values.T)
+
+
+def test_program_with_group_metadata_survives_save_and_load(rng, tmp_path):
+    from trilobit.sw.program import Program
+
+    values, scales = bitmod_arrays(rng, 80, 12, "fp4", 32)
+    model = weight_only_model(values, scales, 32)
+    program = compile_model(model, "tiny", batch=4)
+    path = tmp_path / "bitmod.tbp"
+    program.save(path)
+    x = rng.standard_normal((5, 80)).astype(np.float32)
+    loaded = Program.load(path, program.config)
+    assert loaded.kernels["fc"][0].group_size == 32
+    np.testing.assert_array_equal(Session(loaded, config="tiny").run({"x": x})["y"],
+                                  Session(program, config="tiny").run({"x": x})["y"])
