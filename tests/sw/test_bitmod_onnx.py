@@ -439,3 +439,26 @@ def test_program_with_group_metadata_survives_save_and_load(rng, tmp_path):
     assert loaded.kernels["fc"][0].group_size == 32
     np.testing.assert_array_equal(Session(loaded, config="tiny").run({"x": x})["y"],
                                   Session(program, config="tiny").run({"x": x})["y"])
+
+
+def test_cli_form_of_a_transposed_gemm_in_an_opset_13_model(rng):
+    """Gemm(transB=1) weights (N, K) become MatMul on their (K, N) dequantized transpose plus
+    the bias Add; an opset-13 model is converted to opset 21 (blocked DequantizeLinear)."""
+    k, n = 48, 6
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    b = rng.standard_normal(n).astype(np.float32)
+    node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=1)
+    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("x", 1, ["M", k])],
+                              [helper.make_tensor_value_info("y", 1, ["M", n])],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    out, results = quantize_model_weights(model, ["w"], "fp4", 16)
+    assert out.opset_import[0].version == 21
+    assert [nd.op_type for nd in out.graph.node] == ["DequantizeLinear", "MatMul", "Add"]
+    q, quantized = results["w"]
+    np.testing.assert_array_equal(quantized, w)  # (N, K): groups along K
+    x = rng.standard_normal((4, k)).astype(np.float32)
+    theirs = ort_run(out, {"x": x})
+    np.testing.assert_allclose(theirs, x @ q.dequantize().T + b, rtol=1e-5, atol=1e-5)
+    ours = Session(out, config="tiny", batch=4).run({"x": x})["y"]
+    assert relative_error(ours, theirs) <= 0.02
