@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trilobit.config import PRESETS, AcceleratorConfig, BitSerialParams, TlmmParams
+from trilobit.config import PRESETS, AcceleratorConfig, TlmmParams
 from trilobit.errors import ConfigError
 
-__all__ = ["BoardPreset", "BOARDS", "get_board"]
+__all__ = ["BoardPreset", "BOARDS", "get_board", "ecp5_pll_dividers"]
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,41 @@ class BoardPreset:
         return getattr(importlib.import_module(module), cls)()
 
 
+def ecp5_pll_dividers(input_hz: float, output_hz: float) -> tuple[int, int, int]:
+    """ECP5 ``EHXPLLL`` dividers (CLKI_DIV, CLKFB_DIV, CLKOP_DIV) that make exactly
+    ``output_hz`` from ``input_hz``: out = in * CLKFB_DIV / CLKI_DIV, with the phase
+    detector (in / CLKI_DIV) at least 3.125 MHz and the VCO (out * CLKOP_DIV) in
+    400..800 MHz (Lattice TN1263). The smallest CLKI_DIV wins (least jitter), with the VCO
+    nearest the middle of its range.
+
+    Raises:
+        ConfigError: no divider set makes ``output_hz`` exactly.
+    """
+    for clki in range(1, 129):
+        if input_hz / clki < 3.125e6:
+            break
+        clkfb = round(output_hz * clki / input_hz)
+        if not 1 <= clkfb <= 128 or abs(input_hz * clkfb / clki - output_hz) > 1:
+            continue
+        clkops = [op for op in range(1, 129) if 400e6 <= output_hz * op <= 800e6]
+        if clkops:
+            return clki, clkfb, min(clkops, key=lambda op: abs(output_hz * op - 600e6))
+    raise ConfigError(f"no ECP5 PLL setting makes {output_hz / 1e6:g} MHz from "
+                      f"{input_hz / 1e6:g} MHz exactly; pick a ratio of small integers")
+
+
 _ICE40_CONFIG = AcceleratorConfig(
-    # UP5K: 5280 LUT4, 30 EBR (15 KiB), 8 DSP: small engines, buffers of 3.5 KiB in EBR.
+    # UP5K: 5280 logic cells (one LUT4 + one FF each), 30 EBR (15 KiB), 8 DSP, 4 SPRAM.
+    # The smallest core: one table-lookup engine (ternary, INT2/INT4 weights), the dyadic
+    # requantizer only, no performance counters, 3.5 KiB of buffers in EBR (they have a read
+    # and a write port, which SPRAM cannot give), the shared memory in two SPRAMs.
     name="icebreaker",
     tlmm=TlmmParams(group_size=2, rows=2, units=1),
-    bitserial=BitSerialParams(rows=1, lanes=2, bits_per_cycle=2, group_size=32),
+    bitserial=None,
     mem_width=32, bus="wishbone",
     inp_bytes=512, wgt_bytes=1024, acc_bytes=1024, out_bytes=512, param_bytes=512,
     post_lanes=1, queue_depth=2, token_depth=4,
+    requant_modes=("dyadic",), perf_counters=False,
 )
 
 BOARDS: dict[str, BoardPreset] = {
@@ -90,11 +117,13 @@ BOARDS: dict[str, BoardPreset] = {
     "ulx3s": BoardPreset(
         "ulx3s", "ULX3S (Lattice ECP5 LFE5U-85F)", "open", "ecp5",
         "amaranth_boards.ulx3s:ULX3S_85F_Platform", "LFE5U-85F-6BG381C",
-        PRESETS["small"].replace(name="ulx3s"), 1 << 18, 5e6, "uart", (5, 1, 120)),
+        PRESETS["small"].replace(name="ulx3s"), 1 << 18, 5e6, "uart",
+        ecp5_pll_dividers(25e6, 5e6)),
     "orangecrab": BoardPreset(
         "orangecrab", "OrangeCrab r0.2 (Lattice ECP5 LFE5U-25F)", "open", "ecp5",
         "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "LFE5U-25F-8MG285C",
-        PRESETS["tiny"].replace(name="orangecrab"), 1 << 15, 8e6, "uart", (6, 1, 75)),
+        PRESETS["tiny"].replace(name="orangecrab"), 1 << 15, 8e6, "uart",
+        ecp5_pll_dividers(48e6, 8e6)),
     "pynq-z2": BoardPreset(
         "pynq-z2", "PYNQ-Z2 (AMD Zynq-7020)", "vivado", "zynq7", "", "xc7z020clg400-1",
         PRESETS["small"].replace(name="pynq-z2", bus="axi4"), 0, 20e6, "axi"),

@@ -223,3 +223,14 @@ def test_xilinx_estimate_counts_ultraram():
 
     estimate = estimate_from_stat("       14   URAM288\n      100   LUT6\n", "xck26-sfvc784-2LV-c")
     assert estimate["URAM"] == (14, 64) and estimate["LUT"] == (100, 117120)
+
+
+def test_ecp5_pll_dividers_make_the_clock_exactly_within_the_pll_limits():
+    from trilobit.boards.presets import ecp5_pll_dividers
+
+    for f_in, f_out in ((25e6, 5e6), (48e6, 8e6), (25e6, 12.5e6), (48e6, 20e6), (25e6, 30e6)):
+        clki, clkfb, clkop = ecp5_pll_dividers(f_in, f_out)
+        assert f_in * clkfb / clki == pytest.approx(f_out, abs=1)
+        assert f_in / clki >= 3.125e6 and 400e6 <= f_out * clkop <= 800e6
+    with pytest.raises(ConfigError, match="no ECP5 PLL setting makes 7.3 MHz"):
+        ecp5_pll_dividers(25e6, 7.3e6)
