@@ -320,7 +320,7 @@ class GoldenMachine:
             return _Run(self).execute()
         from trilobit.sim.golden_fast import FastRun  # imports this module
 
-        return FastRun(self).execute()
+        return FastRun.start(self)
 
     # -- helpers used by the run ------------------------------------------------------------
 

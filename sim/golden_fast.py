@@ -132,18 +132,22 @@ class PreparedWeights:
             self.w_int = np.ascontiguousarray(w.T)
         self.w_t = None if self.dtype is None else np.ascontiguousarray(w.T, dtype=self.dtype)
         self.nbytes = (self.w_t if self.w_int is None else self.w_int).nbytes
+        #: Every product ``a @ w.T`` fits in int32 (no wrap needed).
+        self.fits_int32 = bound < 1 << 31
 
     def matmul(self, a: np.ndarray) -> np.ndarray:
-        """Exact ``a @ w.T`` as int64 ``(m, n)`` for int8 activations ``a`` ``(m, k)``."""
+        """Exact ``a @ w.T`` ``(m, n)`` for int8 activations ``a`` ``(m, k)``: int32 when
+        :attr:`fits_int32`, else int64."""
+        out = np.int32 if self.fits_int32 else np.int64
         if self.dtype is None:
-            return gemm_int(a, self.w_int).astype(np.int64)
+            return gemm_int(a, self.w_int).astype(out)
         af = a.astype(self.dtype)
         if self.chunk >= self.k:
-            return np.matmul(af, self.w_t).astype(np.int64)
+            return np.matmul(af, self.w_t).astype(out)
         acc = np.zeros((a.shape[0], self.n), dtype=np.float64)
         for k0 in range(0, self.k, self.chunk):
             acc += np.matmul(af[:, k0 : k0 + self.chunk], self.w_t[k0 : k0 + self.chunk])
-        return acc.astype(np.int64)
+        return acc.astype(out)
 
 
 @dataclass
@@ -235,19 +239,20 @@ class FastRun(_Run):
     model and the result are the reference run's; they are consulted once per word or
     recorded once per run."""
 
-    def registers(self) -> tuple[int, ...]:
-        m = self.m
-        return (m.prog_base, m.data_base, m.win_base, m.win_limit, m.watchdog)
-
-    def execute(self) -> RunResult:
-        m = self.m
-        key = self.registers()
+    @staticmethod
+    def start(m) -> RunResult:
+        """Run ``m`` (a GoldenMachine) from its registers: replay the plan of an earlier run
+        with the same registers and instruction bytes, else execute and record."""
+        key = (m.prog_base, m.data_base, m.win_base, m.win_limit, m.watchdog)
         plan = m.caches.plans.get(key)
         if plan is not None and plan.matches(m.memory):
             for step in plan.steps:
                 step()
             r = plan.result
             return RunResult(r.state, r.error, r.error_pc, dict(r.counters))
+        return FastRun(m).execute(key)
+
+    def execute(self, key: tuple) -> RunResult:
         fetched: list[int] = []
         steps: list[Step] = []
         stores: list[tuple[int, int]] = []
@@ -448,10 +453,16 @@ class FastRun(_Run):
             return weights
 
         def gemm() -> None:
-            result = prepared().matmul(a)
-            if accumulate:
-                result += acc_rows
-            acc[:] = wrap_int32(result).reshape(-1)
+            weights = prepared()
+            product = weights.matmul(a)
+            if not weights.fits_int32:
+                if accumulate:
+                    product += acc_rows
+                acc_rows[...] = wrap_int32(product)
+            elif accumulate:  # int32 numpy addition wraps modulo 2**32, as the accumulators
+                np.add(acc_rows, product, out=acc_rows)
+            else:
+                acc_rows[...] = product
 
         return gemm
 
@@ -491,10 +502,10 @@ class FastRun(_Run):
             # int32 numpy arithmetic wraps modulo 2**32, as the accumulators do.
             if acc_rows is None:
                 v = np.zeros((rows, n), dtype=np.int32)
+                if bias:
+                    v += p.bias
             else:
-                v = acc_rows.copy()
-            if bias:
-                v += p.bias
+                v = acc_rows + p.bias if bias else acc_rows.copy()
             if residual is not None:
                 v += (residual.astype(np.int32) - res_zp) * res_mult
             if mode == PostMode.ACC:
@@ -504,8 +515,10 @@ class FastRun(_Run):
                 y = requantize_ort(v, p.multiplier, p.zero_point, out_dtype)
             else:
                 y = requantize_dyadic(v, p.multiplier, p.shift, p.zero_point, out_dtype)
-            np.clip(y, p.clip_lo, p.clip_hi, out=y)
-            out[...] = y.astype(np.uint8)  # two's complement bytes of int8 values
+            np.maximum(y, p.clip_lo, out=y)
+            np.minimum(y, p.clip_hi, out=y)
+            # Conversion to uint8 is modulo 2**8: the two's complement bytes of int8 values.
+            np.copyto(out, y, casting="unsafe")
 
         return post
 

@@ -26,9 +26,12 @@ from trilobit.isa import (
     PostMode,
     WeightEncoding,
     encode,
+    pack_group_meta,
+    pack_weight_rows,
+    pad_rows,
 )
 from trilobit.sim.asm import Assembler
-from trilobit.sim.golden import GoldenMachine, meta_row_lines, weight_row_lines
+from trilobit.sim.golden import GoldenMachine, meta_row_lines, weight_row_lines, wrap_int32
 from trilobit.sim.golden_fast import PreparedWeights
 from trilobit.sim.progen import ADVERSARIAL, adversarial_case, random_layer_case
 
@@ -273,3 +276,78 @@ def test_fast_path_caches_decoded_words_and_weight_tiles(rng):
     tiles = len(fast.caches.weights)
     fast.run()  # replay: no new words, no new tiles
     assert len(fast.caches.weights) == tiles and len(fast.caches.plans) == 1
+
+
+def test_products_beyond_int32_wrap_like_the_accumulators(rng):
+    """FP4 weights -16/+16 at group scale 255 against activations -128/127 over k = 8192:
+    products reach 4.3e9, beyond int32 and beyond float32's exact range."""
+    cfg = preset("large")
+    line, gs = cfg.line_bytes, cfg.bitserial.group_size
+    m, n, k = 2, 3, 8192
+    groups = k // gs
+    a = np.full((m, k), -128, dtype=np.int64)
+    a[1, rng.random(k) < 0.3] = 127
+    type_ids = np.array([[3] * groups, [2] * groups, list(rng.integers(2, 4, groups))])
+    codes = np.full((n, k), 8)  # the extra value of FP4-EA: -16 (type 3) or +16 (type 2)
+    scales = np.full((n, groups), 255)
+    w = np.where(np.repeat(type_ids, gs, axis=1) == 3, -16, 16) * 255
+    expected = wrap_int32(a @ w.T)
+    assert np.abs(a @ w.T).max() > 1 << 31
+    wgt = pack_weight_rows(codes, WeightEncoding.FP4, line)
+    meta = pack_group_meta(type_ids, scales, line)
+    wl, ml = weight_row_lines(k, WeightEncoding.FP4, line), meta_row_lines(k, gs, line)
+    asm = Assembler()
+    asm.load(Buffer.INP, 0, 0, rows=m, row_lines=k // line, stride=k)
+    asm.load(Buffer.WGT, 0, 0x8000, row_lines=n * wl)
+    asm.load(Buffer.WGT, n * wl, 0x8000 + wgt.size, row_lines=n * ml)
+    for accumulate, out in ((False, 0x10000), (True, 0x10100)):
+        asm.gemm(Engine.BITSERIAL, WeightEncoding.FP4, m, n, k, inp=0, wgt=0, acc=0,
+                 accumulate=accumulate, meta_line=n * wl)
+        asm.store(Buffer.ACC, 0, out, row_lines=-(-m * n * 4 // line))
+    asm.end()
+    memory = np.zeros(1 << 17, dtype=np.uint8)
+    program = asm.assemble()
+    memory[: len(program)] = np.frombuffer(program, np.uint8)
+    data = 0x1000
+    memory[data : data + m * k] = pad_rows(a.astype(np.int8).view(np.uint8), line)
+    memory[data + 0x8000 : data + 0x8000 + wgt.size] = wgt
+    memory[data + 0x8000 + wgt.size : data + 0x8000 + wgt.size + meta.size] = meta
+    fast, ref = machines(cfg, memory)
+    for _ in range(2):  # recorded, then replayed
+        assert run_both(fast, ref, 0, data, (0, 1 << 17), 0).ok
+        once = fast.memory[data + 0x10000 : data + 0x10000 + m * n * 4].view("<i4")
+        twice = fast.memory[data + 0x10100 : data + 0x10100 + m * n * 4].view("<i4")
+        assert np.array_equal(once.reshape(m, n), expected)
+        assert np.array_equal(twice.reshape(m, n), wrap_int32(2 * expected))
+
+
+def test_accumulation_onto_extreme_accumulators_wraps(rng):
+    """GEMM with accumulate onto ACC entries at the ends of int32: the sums wrap."""
+    cfg = preset("small")
+    line = cfg.line_bytes
+    m, n, k = 3, 8, 64
+    a = rng.choice([-128, 127], (m, k))
+    w = rng.choice([-128, 127], (n, k))
+    acc0 = rng.choice([(1 << 31) - 1, -(1 << 31), (1 << 31) - 1000, -(1 << 31) + 5], (m, n))
+    expected = wrap_int32(acc0 + a @ w.T)
+    assert not np.array_equal(expected, acc0 + a @ w.T)
+    asm = Assembler()
+    asm.load(Buffer.INP, 0, 0, rows=m, row_lines=k // line, stride=k)
+    asm.load(Buffer.WGT, 0, 0x400, row_lines=n * k // line)
+    asm.load(Buffer.ACC, 0, 0x800, row_lines=m * n * 4 // line)
+    asm.gemm(Engine.BITSERIAL, WeightEncoding.INT8, m, n, k, inp=0, wgt=0, acc=0,
+             accumulate=True)
+    asm.store(Buffer.ACC, 0, 0xC00, row_lines=m * n * 4 // line)
+    asm.end()
+    memory = np.zeros(1 << 14, dtype=np.uint8)
+    program = asm.assemble()
+    memory[: len(program)] = np.frombuffer(program, np.uint8)
+    data = 0x1000
+    memory[data : data + m * k] = a.astype(np.int8).view(np.uint8).reshape(-1)
+    memory[data + 0x400 : data + 0x400 + n * k] = w.astype(np.int8).view(np.uint8).reshape(-1)
+    memory[data + 0x800 : data + 0x800 + m * n * 4] = acc0.astype("<i4").view(np.uint8).ravel()
+    fast, ref = machines(cfg, memory)
+    for _ in range(2):  # recorded, then replayed
+        assert run_both(fast, ref, 0, data, (0, 1 << 14), 0).ok
+        got = fast.memory[data + 0xC00 : data + 0xC00 + m * n * 4].view("<i4")
+        assert np.array_equal(got.reshape(m, n), expected)
