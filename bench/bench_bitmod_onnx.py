@@ -1,6 +1,6 @@
 """BitMoD per-group ONNX weights on the digits MLP: error against onnxruntime and engine cycles.
 
-    python bench/bench_bitmod_onnx.py [--config tiny] [--group-size 32] [--rows 360]
+    python bench/bench_bitmod_onnx.py [--config tiny] [--group-size 32] [--rows 360] [--rtl]
 
 For each format the float digits MLP (``examples/models/digits_mlp_float.onnx``) is rewritten
 by ``trilobit quantize-weights --all`` into the per-group ONNX form and run on the golden
@@ -13,6 +13,9 @@ model over the digits test set. Printed side by side, from the same run:
 * measured engine cycles of the per-group path, and of the per-block INT8 path the compiler
   falls back to (same weights with scales moved off the ``uint8 * 2**-shift`` form by a
   factor 1 + 2**-20, so the importer no longer recognises them).
+
+``--rtl`` adds the shipped ``digits_mlp_bitmod.onnx`` on 8 images, both paths, measured on the
+accelerator RTL (Verilator) next to the golden model's estimate.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def main() -> None:
     parser.add_argument("--config", default="tiny")
     parser.add_argument("--group-size", type=int, default=32)
     parser.add_argument("--rows", type=int, default=360, help="test images (at most 360)")
+    parser.add_argument("--rtl", action="store_true", help="also measure cycles on the RTL")
     args = parser.parse_args()
     data = np.load(MODELS / "digits_test.npz")
     x = (data["pixels"][: args.rows].astype(np.float32) / np.float32(16)).astype(np.float32)
@@ -88,6 +92,19 @@ def main() -> None:
                       f"({(definition.argmax(1) == labels).mean():.2%})",
                       str(cycles), str(block_cycles), f"{block_cycles / cycles:.2f}x")
     Console(width=160).print(table)
+    if args.rtl:
+        shipped = onnx.load(MODELS / "digits_mlp_bitmod.onnx")
+        rtl = Table(title=f"digits_mlp_bitmod.onnx, 8 images, config {args.config}, runs of 4")
+        for col in ("path", "golden estimate (cycles)", "RTL (cycles)"):
+            rtl.add_column(col)
+        for name, model in (("per-group", shipped), ("per-block INT8", off_form(shipped))):
+            cycles = []
+            for backend in ("golden", "verilator"):
+                session = Session(model, config=args.config, backend=backend, batch=4)
+                session.run({"pixels": x[:8]})
+                cycles.append(str(session.counters()["cycles"]))
+            rtl.add_row(name, *cycles)
+        Console(width=160).print(rtl)
 
 
 if __name__ == "__main__":
