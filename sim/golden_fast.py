@@ -234,6 +234,25 @@ def _merge_ranges(addresses: list[int]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in ranges]
 
 
+@dataclass
+class _Recording:
+    """What a run keeps for its plan; dropped once the run has fetched more than
+    ``_MAX_PLAN_INSNS`` instructions (then it can only be a loop running into the watchdog)."""
+
+    fetched: list[int] = field(default_factory=list)  # instruction addresses, in order
+    steps: list[Step] = field(default_factory=list)
+    stores: list[tuple[int, int]] = field(default_factory=list)  # external [start, end)
+    active: bool = True
+
+    def fetch(self, address: int) -> None:
+        if not self.active:
+            return
+        self.fetched.append(address)
+        if len(self.fetched) > _MAX_PLAN_INSNS:
+            self.active = False
+            self.fetched, self.steps, self.stores = [], [], []
+
+
 class FastRun(_Run):
     """One run on the fast path. Token, counter and timing state, the checks, the cycle
     model and the result are the reference run's; they are consulted once per word or
@@ -250,37 +269,33 @@ class FastRun(_Run):
                 step()
             r = plan.result
             return RunResult(r.state, r.error, r.error_pc, dict(r.counters))
-        return FastRun(m).execute(key)
+        return FastRun(m).execute_and_record(key)
 
-    def execute(self, key: tuple) -> RunResult:
-        fetched: list[int] = []
-        steps: list[Step] = []
-        stores: list[tuple[int, int]] = []
-        result = self.record(fetched, steps, stores)
-        if result.ok and len(fetched) <= _MAX_PLAN_INSNS:
-            self.keep_plan(key, result, fetched, steps, stores)
+    def execute_and_record(self, key: tuple) -> RunResult:
+        recording = _Recording()
+        result = self.record(recording)
+        if result.ok and recording.active:
+            self.keep_plan(key, result, recording)
         return result
 
-    def keep_plan(self, key: tuple, result: RunResult, fetched: list[int], steps: list[Step],
-                  stores: list[tuple[int, int]]) -> None:
-        """Record a completed run unless its stores wrote over its own instructions."""
-        ranges = _merge_ranges(fetched)
-        for s0, s1 in stores:
+    def keep_plan(self, key: tuple, result: RunResult, recording: _Recording) -> None:
+        """Keep a completed run's plan unless its stores wrote over its own instructions."""
+        ranges = _merge_ranges(recording.fetched)
+        for s0, s1 in recording.stores:
             if any(s0 < b and a < s1 for a, b in ranges):
                 return
         memory = self.m.memory
         plans = self.m.caches.plans
         if len(plans) >= _MAX_PLANS:
             plans.clear()
-        plans[key] = RunPlan(memory, [(a, memory[a:b].tobytes()) for a, b in ranges], steps,
+        plans[key] = RunPlan(memory, [(a, memory[a:b].tobytes()) for a, b in ranges],
+                             recording.steps,
                              RunResult(result.state, result.error, result.error_pc,
                                        dict(result.counters)))
 
-    def record(self, fetched: list[int], steps: list[Step],
-               stores: list[tuple[int, int]]) -> RunResult:
-        """Execute instruction by instruction, binding each data step and keeping it (and the
-        fetched addresses, and the external spans stored to) for a plan of at most
-        ``_MAX_PLAN_INSNS`` instructions."""
+    def record(self, recording: _Recording) -> RunResult:
+        """Execute instruction by instruction, binding each data step; ``recording`` keeps
+        the steps, the fetched addresses and the external spans stored to."""
         m = self.m
         decoded = m.caches.decoded
         memory = m.memory
@@ -300,11 +315,7 @@ class FastRun(_Run):
             if not (win_base <= address and address + INSN_BYTES <= win_limit):
                 return self.finish(Status.ERROR, ErrorCode.WINDOW, pc)
             word = memory[address : address + INSN_BYTES].tobytes()
-            if len(fetched) <= _MAX_PLAN_INSNS:
-                fetched.append(address)
-            elif steps:  # too long to keep (a loop running into the watchdog)
-                steps.clear()
-                stores.clear()
+            recording.fetch(address)
             d = decoded.get(word)
             if d is None:
                 if len(decoded) >= _MAX_DECODED:
@@ -346,8 +357,8 @@ class FastRun(_Run):
                 counters["bytes_read"] += f["rows"] * f["row_lines"] * m.line
             elif op == Opcode.STORE:
                 step = self.bind_store(f)
-                if len(fetched) <= _MAX_PLAN_INSNS:
-                    stores.append((data_base + d.dram, data_base + d.dram + d.span))
+                if recording.active:
+                    recording.stores.append((data_base + d.dram, data_base + d.dram + d.span))
                 counters["store_insns"] += 1
                 counters["bytes_written"] += f["rows"] * f["row_lines"] * m.line
             elif op == Opcode.GEMM:
@@ -358,8 +369,8 @@ class FastRun(_Run):
                 step = self.bind_post(f)
                 counters["compute_insns"] += 1
             step()
-            if len(fetched) <= _MAX_PLAN_INSNS:
-                steps.append(step)
+            if recording.active:
+                recording.steps.append(step)
             self.schedule(d.unit, d.insn, d.duration)
             pc += 1
 

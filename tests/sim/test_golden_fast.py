@@ -351,3 +351,21 @@ def test_accumulation_onto_extreme_accumulators_wraps(rng):
         assert run_both(fast, ref, 0, data, (0, 1 << 14), 0).ok
         got = fast.memory[data + 0xC00 : data + 0xC00 + m * n * 4].view("<i4")
         assert np.array_equal(got.reshape(m, n), expected)
+
+
+def test_runs_longer_than_a_plan_execute_without_one(rng, monkeypatch):
+    from trilobit.sim import golden_fast
+
+    monkeypatch.setattr(golden_fast, "_MAX_PLAN_INSNS", 20)
+    cfg = preset("small")
+    asm = Assembler()
+    for i in range(30):
+        asm.load(Buffer.ACC, i % 8, 0x40 * i, row_lines=1)
+        asm.store(Buffer.ACC, (i + 3) % 8, 0x2000 + 0x40 * i, row_lines=1)
+    asm.end()
+    program = asm.assemble()
+    memory, data_base = random_image(rng, cfg, program)
+    fast, ref = machines(cfg, memory)
+    for _ in range(2):
+        assert run_both(fast, ref, PROG, data_base, (0, MEMORY), 0).ok
+        assert not fast.caches.plans
