@@ -267,6 +267,33 @@ class _LineWindow:
         m.d.sync += self.have.eq(after + self.push)
 
 
+class _RegisteredStream:
+    """A register stage in front of ``sinks`` (streams that take their beats together): the
+    unit drives ``valid``/``payloads`` and sees ``ready``; the sinks see the registered beat a
+    cycle later. Full throughput (``ready`` while the register is empty or being taken); it
+    keeps the unit's beat formation (line windows, slot muxes, group-index tables) and the
+    engine's first stage in separate cycles."""
+
+    def __init__(self, m: Module, name: str, *sinks: stream.Interface):
+        self.valid = Signal(name=f"{name}_valid")
+        self.ready = Signal(name=f"{name}_ready")
+        self.payloads = [Signal.like(s.payload, name=f"{name}_payload{i}")
+                         for i, s in enumerate(sinks)]
+        held = Signal(name=f"{name}_held")
+        m.d.comb += self.ready.eq(~held | sinks[0].ready)
+        for i, (sink, payload) in enumerate(zip(sinks, self.payloads, strict=True)):
+            registered = Signal.like(sink.payload, name=f"{name}_reg{i}")
+            m.d.comb += [sink.valid.eq(held), sink.payload.eq(registered)]
+            with m.If(self.ready):
+                m.d.sync += registered.eq(payload)
+        with m.If(self.ready):
+            m.d.sync += held.eq(self.valid)
+
+    @property
+    def fire(self):
+        return self.valid & self.ready
+
+
 class _AccWriter:
     """Adds an engine's result blocks into ACC, one int32 entry per cycle (read, then write).
 
@@ -479,6 +506,7 @@ class TlmmGemmUnit(wiring.Component):
         # -- activation beats: N consecutive activations of the row, across INP lines; zero
         # past k. ``a_left`` counts the activations of the block from this beat on. ------------
         a_step = math.gcd(N, line)  # every beat starts at a multiple of this byte offset
+        act_in = _RegisteredStream(m, "act_in", engine.act)
         awin = _LineWindow("awin", 1, 8 * line, _window_depth(N, line, a_step))
         a_off = Signal(range(line))
         a_left = Signal(signed(18))
@@ -489,7 +517,7 @@ class TlmmGemmUnit(wiring.Component):
             a_need.eq((a_off + Mux(a_last, a_left, N) + (line - 1)) >> lb),
             awin.push.eq(act_lines.r_rdy & awin.room), act_lines.r_en.eq(awin.push),
             awin.data[0].eq(act_lines.r_data),
-            engine.act.valid.eq((awin.have != 0) & (awin.have >= a_need)),
+            act_in.valid.eq((awin.have != 0) & (awin.have >= a_need)),
         ]
         a_bytes = awin.bits(0)
         act_beat = Signal(8 * N)
@@ -498,9 +526,9 @@ class TlmmGemmUnit(wiring.Component):
                 with m.Case(off):
                     m.d.comb += act_beat.eq(a_bytes[8 * off: 8 * (off + N)])
         for e in range(N):
-            m.d.comb += engine.act.payload[e].eq(
+            m.d.comb += act_in.payloads[0][e].eq(
                 Mux(a_left > e, act_beat[8 * e: 8 * e + 8].as_signed(), 0))
-        with m.If(engine.act.valid & engine.act.ready):
+        with m.If(act_in.fire):
             after = a_off + N
             m.d.comb += awin.consume.eq(Mux(a_last, a_need, after >> lb))
             m.d.sync += [a_off.eq(Mux(a_last, 0, after[:lb])),
@@ -522,6 +550,7 @@ class TlmmGemmUnit(wiring.Component):
         # -- weight beats: the N slots of each row at the beat's position, per plane ----------
         # ``w_off`` is in 2-bit units into the oldest staged line (INT4 slots take two).
         w_step = math.gcd(N, units)
+        w_in = _RegisteredStream(m, "w_in", engine.weights)
         w_off = Signal(range(units))
         w_left = Signal(signed(18))  # weights of the block from this beat on
         w_last = Signal()
@@ -534,7 +563,7 @@ class TlmmGemmUnit(wiring.Component):
             w_last.eq(w_left <= N),
             w_span.eq(Mux(slot4, span << 1, span)),
             w_need.eq((w_off + w_span + (units - 1)) >> (lb + 2)),
-            engine.weights.valid.eq((wwin.have != 0) & (wwin.have >= w_need)),
+            w_in.valid.eq((wwin.have != 0) & (wwin.have >= w_need)),
         ]
         lut = group_index_lut(G)
         w_payload = Signal.like(engine.weights.payload)
@@ -561,8 +590,8 @@ class TlmmGemmUnit(wiring.Component):
                         if magnitude or sign:
                             with m.Case(word):
                                 m.d.comb += [index.magnitude.eq(magnitude), index.sign.eq(sign)]
-        m.d.comb += engine.weights.payload.eq(w_payload)
-        with m.If(engine.weights.valid & engine.weights.ready):
+        m.d.comb += w_in.payloads[0].eq(w_payload)
+        with m.If(w_in.fire):
             m.d.sync += plane.eq(plane + 1)
             with m.If(last_plane):
                 after = w_off + Mux(slot4, 2 * N, N)
@@ -812,20 +841,21 @@ class BitSerialGemmUnit(wiring.Component):
         a_have = Signal()
         a_line = Signal(8 * line)
         chunks_per_line = line // W
+        chunk_in = _RegisteredStream(m, "chunk_in", engine.act, engine.weights)
         act_word = a_line.word_select(e_t[lw:lb], 8 * W) if chunks_per_line > 1 else a_line
         for d in range(W):
             byte = act_word[8 * d: 8 * d + 8].as_signed()
-            m.d.comb += engine.act.payload[0][d].eq(Mux(e_rem > d, byte, 0))
+            m.d.comb += chunk_in.payloads[0][0][d].eq(Mux(e_rem > d, byte, 0))
         for c in range(C):
             staged = Mux(e_buf, stage[1][c], stage[0][c])
             word8 = staged.word_select(e_t[lw:lb], 8 * W) if chunks_per_line > 1 else staged
             word4 = staged.word_select(e_t[lw:lb + 1], 4 * W)
             for d in range(W):
                 code = Mux(slot8, word8[8 * d: 8 * d + 8], word4[4 * d: 4 * d + 4])
-                m.d.comb += engine.weights.payload[c][d].eq(code & code_mask)
+                m.d.comb += chunk_in.payloads[1][c][d].eq(code & code_mask)
         ready_to_send = e_active & a_have & full.bit_select(e_buf, 1)
-        m.d.comb += [engine.act.valid.eq(ready_to_send), engine.weights.valid.eq(ready_to_send)]
-        fire = engine.act.valid & engine.act.ready
+        m.d.comb += chunk_in.valid.eq(ready_to_send)
+        fire = chunk_in.fire
         last_in_line = e_t[lw:lb] == chunks_per_line - 1 if chunks_per_line > 1 else 1
         last_in_wline = Mux(slot8, last_in_line, e_t[lw:lb + 1] == 2 * chunks_per_line - 1)
         block_end = e_t + W == padded_k
