@@ -18,50 +18,61 @@ Buffer ports, each a synchronous read port of the core's buffer with one cycle o
 (``*_data`` is the line at the address driven in the previous cycle; a unit may drive its
 addresses at any time, the core only routes them while the unit is busy):
     ``inp_addr``/``inp_data`` (INP), ``wgt_addr``/``wgt_data`` (WGT),
-    ``meta_addr``/``meta_data`` (WGT, bit-serial metadata), ``acc_raddr``/``acc_rdata`` (ACC)
-    and the ACC write port ``acc_waddr``/``acc_wdata``/``acc_wen`` (one enable per int32 entry
-    of the line; every entry of ``acc_wdata`` carries the same value).
+    ``meta_addr``/``meta_data`` (WGT, a second read port: metadata and weight lines),
+    ``acc_raddr``/``acc_rdata`` (ACC) and the ACC write port ``acc_waddr``/``acc_wdata``/
+    ``acc_wen`` (one enable per int32 entry of the line; every entry of ``acc_wdata`` carries
+    the same value). Addresses come from registers (the bit-serial metadata port selects one
+    of two).
+
+Both units stage the WGT lines of a block's channels over the two WGT read ports, two lines a
+cycle, so a block of ``rows`` channels gets a WGT line per channel every ``ceil(rows / 2)``
+cycles. A register stage sits between a unit's beat formation and its engine's streams.
 
 How the table-lookup unit feeds :class:`TlmmEngine` (rows ``R``, units ``P``, group ``G``)
 ------------------------------------------------------------------------------------------
-Output channels go in blocks of ``R``, one engine command per (activation row, block). The
-reduction runs in *segments* of one INP line (``line`` activations). A segment is split into
-``ceil(line / (G*P))`` activation beats; positions past the line and past ``k`` carry a zero
-activation (and a zero weight), so any ``k`` works and no group straddles a buffer line.
-For each WGT line of the ``R`` channels (one read per channel into a staging register) the
-unit then emits every segment that line holds (4 for 2-bit slots, 2 for 4-bit slots).
-Weight beats are built combinationally from the staged lines: each group of ``G`` slots
-becomes one ternary code per weight and bit plane (TERNARY: the slot itself; INT2/INT4:
-bit ``j`` of the code as +1, the sign bit as -1, ``trilobit.sim.golden_tlmm.weight_planes``),
-and a lookup table generated at elaboration time from
-:func:`trilobit.packing.ternary_group_index` turns the ``G`` codes into the engine's
-``(magnitude, sign)`` group index.
+Output channels go in blocks of ``R``, one engine command per (activation row, block) of
+``ceil(k / (G*P))`` beats. A beat is the next ``N = G*P`` activations of the row and the
+same ``N`` weight slots of each of the ``R`` channels, wherever they sit: beats step
+continuously through the INP lines and the WGT lines (a beat may straddle two lines), so no
+slot is padding except past ``k`` in the last beat, where activations are zero (any weight
+code there contributes nothing). Two *line windows* hold the consecutive lines a beat can
+touch (:class:`_LineWindow`): INP lines of the activation row (from a queue of
+``ACT_QUEUE`` lines read ahead), and sets of ``R`` WGT lines (one per channel, staged in a
+register set over ``ceil(R/2)`` cycles and moved into the window as a whole). ``N`` must not
+exceed the INT4 slots of a line (``2 * line``). Each group of ``G`` slots becomes one
+ternary code per weight and bit plane (TERNARY: the slot itself; INT2/INT4: bit ``j`` of the
+code as +1, the sign bit as -1, ``trilobit.sim.golden_tlmm.weight_planes``), and a lookup
+table generated at elaboration time from :func:`trilobit.packing.ternary_group_index` turns
+the ``G`` codes into the engine's ``(magnitude, sign)`` group index.
 
 How the bit-serial unit feeds :class:`BitSerialEngine` (``lanes`` W, ``rows`` C)
 ----------------------------------------------------------------------------------
 Output channels go in blocks of ``C`` engine columns (one activation vector per job). Per
-group of ``group_size`` input channels the unit reads the ``C`` channels' metadata bytes
-(``type_id``, ``scale``; without ``meta``: 0 and 1) and sends one ``meta`` beat, then the
-group's ``group_size / W`` chunks: ``W`` activations of one INP line and, per column, ``W``
-codes of the staged WGT line (re-staged when a chunk enters a new line), masked to the
-format's code bits. A partial last group is completed with zero activations.
+group of ``group_size`` input channels the unit sends one ``meta`` beat with the ``C``
+channels' ``type_id`` and ``scale`` (without ``meta``: 0 and 1), then the group's
+``group_size / W`` chunks: ``W`` activations of one INP line and, per column, ``W`` codes of
+the staged WGT line, masked to the format's code bits. A partial last group is completed with
+zero activations. A metadata line holds ``line / 2`` groups of a channel: the ``C`` lines are
+read on the metadata port (taking it from the weight staging for those cycles) when a group
+starts a line, and kept in registers.
 
 Timing (cycles; ``line`` bytes per buffer line)
 -----------------------------------------------
 Inside a unit independent processes, each counting (activation row, channel block) on its
-own, run ahead of the engine as far as their buffers allow: a *filler* stages the next WGT
-line of the block's channels into the second of two staging buffers (one read per channel
-and cycle) while the engine works from the first; an *INP reader* keeps a 2-line queue of
-activation lines; the TLMM unit issues the next engine command while the current one runs;
-the bit-serial unit reads the next group's metadata (on its own read port) while the current
-group's chunks run. So the engine is fed every cycle unless staging is slower:
+own, run ahead of the engine as far as their buffers allow: the *filler* stages the next
+WGT lines of the block's channels, the *INP reader* keeps its queue of activation lines,
+the TLMM unit issues the next engine command while the current one runs, the bit-serial unit
+reads the next group's metadata while the current group's chunks run. Per block:
 
-* TLMM: per staged line ``max(R, (8 / slot_bits) * ceil(line / (G*P)) * planes)`` cycles.
-* bit-serial: per staged line ``max(C, chunks_in_line * cycles_per_weight)`` cycles.
+* TLMM: ``max(ceil(k / (G*P)) * planes, wlines * (ceil(R/2) + 1), ceil(k / line))``: the
+  weight beats, the staging of ``wlines`` WGT lines per channel (one register set: a set is
+  read while the window holds the previous two), one INP line per cycle.
+* bit-serial: ``max(ceil(padded_k / W) * cycles_per_weight, wlines * ceil(C/2) +
+  metadata_lines / 2)``: the engine's chunks vs the staging (double buffered).
 
 The ACC writer adds a block's results (one entry per cycle, read then write) while the next
 block runs; ``busy`` falls two cycles after the last result entry is read. Measured figures
-are in ``docs/accelerator.md``.
+are in ``docs/accelerator.md``; ``trilobit.sim.golden.CycleModel.gemm`` is this model.
 """
 
 from __future__ import annotations
@@ -402,6 +413,7 @@ class TlmmGemmUnit(wiring.Component):
         planes = Signal(3)
         slot4 = Signal()  # 4-bit slots (INT4) instead of 2-bit ones
         ternary = Signal()
+        k_short = Signal()  # the block takes one beat: k <= N
         blk_stride = Signal(17)  # WGT lines between consecutive channel blocks: R * w_row
         wgt_b = Signal(17)  # WGT line of channel 1 of the first block
         multiplier, shift = _reciprocal(N, MAX_K + N - 1)
@@ -414,6 +426,7 @@ class TlmmGemmUnit(wiring.Component):
                               Mux(tile.wfmt == WeightEncoding.INT2, 2, 1))),
                 blk_stride.eq(tile.w_row * R),
                 wgt_b.eq(tile.wgt + tile.w_row),
+                k_short.eq(tile.k <= N),
             ]
 
         def next_block(j0, i, on_row_end=()):
@@ -509,12 +522,15 @@ class TlmmGemmUnit(wiring.Component):
         act_in = _RegisteredStream(m, "act_in", engine.act)
         awin = _LineWindow("awin", 1, 8 * line, _window_depth(N, line, a_step))
         a_off = Signal(range(line))
-        a_left = Signal(signed(18))
-        a_last = Signal()  # this beat ends the block's activations
+        a_left = Signal(signed(18))  # activations of the block from this beat on
+        a_last = Signal()  # this beat ends the block's activations: a_left <= N
+        a_lines = Signal(16)  # INP lines of the block not yet consumed
         a_need = Signal(range(awin.depth + 1))  # INP lines this beat reads
+        a_after = Signal(range(line + N))
+        # the last beat reads every line left; any other one as far as its N activations reach
         m.d.comb += [
-            a_last.eq(a_left <= N),
-            a_need.eq((a_off + Mux(a_last, a_left, N) + (line - 1)) >> lb),
+            a_after.eq(a_off + N),
+            a_need.eq(Mux(a_last, a_lines, (a_after + (line - 1)) >> lb)),
             awin.push.eq(act_lines.r_rdy & awin.room), act_lines.r_en.eq(awin.push),
             awin.data[0].eq(act_lines.r_data),
             act_in.valid.eq((awin.have != 0) & (awin.have >= a_need)),
@@ -529,10 +545,13 @@ class TlmmGemmUnit(wiring.Component):
             m.d.comb += act_in.payloads[0][e].eq(
                 Mux(a_left > e, act_beat[8 * e: 8 * e + 8].as_signed(), 0))
         with m.If(act_in.fire):
-            after = a_off + N
-            m.d.comb += awin.consume.eq(Mux(a_last, a_need, after >> lb))
-            m.d.sync += [a_off.eq(Mux(a_last, 0, after[:lb])),
-                         a_left.eq(Mux(a_last, tile.k, a_left - N))]
+            m.d.comb += awin.consume.eq(Mux(a_last, a_need, a_after >> lb))
+            with m.If(a_last):
+                m.d.sync += [a_off.eq(0), a_left.eq(tile.k), a_last.eq(k_short),
+                             a_lines.eq(tile.a_row)]
+            with m.Else():
+                m.d.sync += [a_off.eq(a_after[:lb]), a_left.eq(a_left - N),
+                             a_last.eq(a_left <= 2 * N), a_lines.eq(a_lines - (a_after >> lb))]
 
         # -- engine commands: one per block ----------------------------------------------------
         c_active = Signal()
@@ -553,16 +572,15 @@ class TlmmGemmUnit(wiring.Component):
         w_in = _RegisteredStream(m, "w_in", engine.weights)
         w_off = Signal(range(units))
         w_left = Signal(signed(18))  # weights of the block from this beat on
-        w_last = Signal()
+        w_last = Signal()  # this beat ends the block's weights: w_left <= N
+        w_lines = Signal(17)  # WGT line sets of the block not yet consumed
         w_need = Signal(range(wwin.depth + 1))
-        w_span = Signal(18)  # 2-bit units this beat covers
+        w_after = Signal(range(units + 2 * N))
         plane = Signal(3)
         last_plane = plane + 1 == planes
-        span = Mux(w_last, w_left, N)[:17]
         m.d.comb += [
-            w_last.eq(w_left <= N),
-            w_span.eq(Mux(slot4, span << 1, span)),
-            w_need.eq((w_off + w_span + (units - 1)) >> (lb + 2)),
+            w_after.eq(w_off + Mux(slot4, 2 * N, N)),
+            w_need.eq(Mux(w_last, w_lines, (w_after + (units - 1)) >> (lb + 2))),
             w_in.valid.eq((wwin.have != 0) & (wwin.have >= w_need)),
         ]
         lut = group_index_lut(G)
@@ -594,10 +612,15 @@ class TlmmGemmUnit(wiring.Component):
         with m.If(w_in.fire):
             m.d.sync += plane.eq(plane + 1)
             with m.If(last_plane):
-                after = w_off + Mux(slot4, 2 * N, N)
-                m.d.comb += wwin.consume.eq(Mux(w_last, w_need, after >> (lb + 2)))
-                m.d.sync += [plane.eq(0), w_off.eq(Mux(w_last, 0, after[:lb + 2])),
-                             w_left.eq(Mux(w_last, tile.k, w_left - N))]
+                m.d.comb += wwin.consume.eq(Mux(w_last, w_need, w_after >> (lb + 2)))
+                m.d.sync += plane.eq(0)
+                with m.If(w_last):
+                    m.d.sync += [w_off.eq(0), w_left.eq(tile.k), w_last.eq(k_short),
+                                 w_lines.eq(tile.w_row)]
+                with m.Else():
+                    m.d.sync += [w_off.eq(w_after[:lb + 2]), w_left.eq(w_left - N),
+                                 w_last.eq(w_left <= 2 * N),
+                                 w_lines.eq(w_lines - (w_after >> (lb + 2)))]
         awin.elaborate(m)
         wwin.elaborate(m)
 
@@ -611,8 +634,10 @@ class TlmmGemmUnit(wiring.Component):
                 r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(tile.inp),
                 r_addr.eq(tile.inp),
                 c_active.eq(1), c_j0.eq(0), c_i.eq(0),
-                a_off.eq(0), a_left.eq(tile.k), awin.have.eq(0),
-                w_off.eq(0), w_left.eq(tile.k), plane.eq(0), wwin.have.eq(0),
+                a_off.eq(0), a_left.eq(tile.k), a_last.eq(tile.k <= N), a_lines.eq(tile.a_row),
+                awin.have.eq(0),
+                w_off.eq(0), w_left.eq(tile.k), w_last.eq(tile.k <= N), w_lines.eq(tile.w_row),
+                plane.eq(0), wwin.have.eq(0),
             ]
 
         writer = _AccWriter(m, self, engine.out, R, lambda held, r: held[r], line)
