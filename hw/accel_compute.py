@@ -693,8 +693,11 @@ class BitSerialGemmUnit(wiring.Component):
             span = max(lgs, lb + slot_bytes_log2)
             return ((tile.k + (1 << span) - 1) >> span) << (span - lb - slot_bytes_log2)
 
+        single_chunk = Signal()  # a block is one chunk: padded_k == W
+        first_single = ((tile.k + gs - 1) >> lgs) << lgs == W
         with m.If(go):
             m.d.sync += [
+                single_chunk.eq(first_single),
                 n_groups.eq((tile.k + gs - 1) >> lgs),
                 padded_k.eq(((tile.k + gs - 1) >> lgs) << lgs),
                 n_lines.eq(lines_of_padded_k(0)),
@@ -883,7 +886,7 @@ class BitSerialGemmUnit(wiring.Component):
         fire = chunk_in.fire
         last_in_line = e_t[lw:lb] == chunks_per_line - 1 if chunks_per_line > 1 else 1
         last_in_wline = Mux(slot8, last_in_line, e_t[lw:lb + 1] == 2 * chunks_per_line - 1)
-        block_end = e_t + W == padded_k
+        block_end = Signal()  # the chunk is the block's last: e_t + W == padded_k
         m.d.comb += act_lines.r_en.eq((~a_have | (fire & (last_in_line | block_end)))
                                       & act_lines.r_rdy)
         with m.If(act_lines.r_en):
@@ -894,8 +897,9 @@ class BitSerialGemmUnit(wiring.Component):
             m.d.sync += [e_t.eq(e_t + W), e_rem.eq(e_rem - W)]
             with m.If(last_in_wline | block_end):
                 m.d.sync += [full.bit_select(e_buf, 1).eq(0), e_buf.eq(~e_buf)]
+            m.d.sync += block_end.eq(e_t + 2 * W == padded_k)
             with m.If(block_end):
-                m.d.sync += [e_t.eq(0), e_rem.eq(tile.k)]
+                m.d.sync += [e_t.eq(0), e_rem.eq(tile.k), block_end.eq(single_chunk)]
                 with m.If(next_block(e_j0, e_i)):
                     m.d.sync += e_active.eq(0)
 
@@ -913,7 +917,7 @@ class BitSerialGemmUnit(wiring.Component):
                 r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(tile.inp),
                 r_addr.eq(tile.inp),
                 e_active.eq(1), e_t.eq(0), e_rem.eq(tile.k), e_buf.eq(0), e_j0.eq(0),
-                e_i.eq(0), a_have.eq(0),
+                e_i.eq(0), a_have.eq(0), block_end.eq(first_single),
             ]
         seq_active = e_active
 

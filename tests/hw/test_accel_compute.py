@@ -419,3 +419,14 @@ def test_units_at_tiny_and_line_sized_k(k):
                          accumulate=True)
         results, _ = run_unit(unit_class, config, [case])
         np.testing.assert_array_equal(results[0], case[2], err_msg=unit_class.__name__)
+
+
+def test_bitserial_unit_blocks_of_one_chunk():
+    """group_size == lanes and k <= group_size: every block is a single chunk, back to back
+    over activation rows and channel blocks."""
+    config = small_bitserial(rows=2, lanes=8, group_size=8, mem_width=64)
+    rng = np.random.default_rng(41)
+    for fmt, k in [(WeightEncoding.INT8, 8), (WeightEncoding.FP4, 5), (WeightEncoding.INT3, 1)]:
+        case = make_case(config, fmt, 3, 5, k, rng, meta=True, accumulate=True)
+        results, _ = run_unit(BitSerialGemmUnit, config, [case])
+        np.testing.assert_array_equal(results[0], case[2], err_msg=f"{fmt.name} k={k}")
