@@ -2,12 +2,17 @@
 resources, Fmax and build time side by side. Slow (minutes per board): not a test.
 
     python bench/bench_boards.py [--boards icebreaker,ulx3s,orangecrab] [--zynq] [--out DIR]
+                                 [--clock ulx3s=40,orangecrab=40]
     python bench/bench_boards.py --breakdown icebreaker [--config-json '{"bitserial": null}']
 
 ``--breakdown BOARD`` synthesises the board's bridge system for its FPGA family with the
 hierarchy kept (yosys ``synth_*`` up to LUT mapping, then ``abc -lut 4``, per module) and
 prints the cells of each module: where the logic cells, DSPs and RAMs go. Per-module LUT
 counts from ``abc`` are within a few percent of the flattened ``abc9`` result.
+
+``--clock BOARD=MHZ`` builds an ECP5 board with its PLL at another clock than its preset's
+(nextpnr works towards the clock it is given): to measure how fast the core can go before
+choosing the preset's clock, which must then be at or below the measured Fmax.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from trilobit.boards import BOARDS, get_board
 from trilobit.boards.build import build_open
+from trilobit.boards.presets import BoardPreset, ecp5_pll_dividers
 from trilobit.boards.zynq import build_zynq
 from trilobit.errors import ToolchainError
 
@@ -74,6 +80,15 @@ def module_breakdown(board_name: str, out: Path, changes: dict | None = None
     return modules
 
 
+def with_clock(board: BoardPreset, mhz: float) -> BoardPreset:
+    """``board`` with its ECP5 PLL making ``mhz`` from the board oscillator."""
+    import dataclasses
+
+    oscillator = board.make_platform().default_clk_frequency
+    return dataclasses.replace(board, clock_hz=mhz * 1e6,
+                               pll=ecp5_pll_dividers(oscillator, mhz * 1e6))
+
+
 def print_breakdown(modules: dict[str, dict[str, int]]) -> None:
     kinds = sorted({kind for cells in modules.values() for kind in cells})
     print(f"{'module':48s} " + " ".join(f"{k:>13s}" for k in kinds))
@@ -90,6 +105,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("build/bench_boards"))
     parser.add_argument("--breakdown", metavar="BOARD",
                         help="per-module cells of BOARD's bridge system instead of builds")
+    parser.add_argument("--clock", default="",
+                        help="BOARD=MHZ[,BOARD=MHZ]: build ECP5 boards at another PLL clock")
     parser.add_argument("--config-json", default="{}",
                         help="with --breakdown: config fields to change, as JSON")
     args = parser.parse_args()
@@ -103,9 +120,13 @@ def main() -> None:
     names = [n for n in args.boards.split(",") if n]
     if args.zynq:
         names += [n for n, b in BOARDS.items() if b.flow == "vivado"]
+    clocks = {name: float(mhz) for name, _, mhz in
+              (item.partition("=") for item in args.clock.split(",") if item)}
     rows = []
     for name in names:
         board = get_board(name)
+        if name in clocks:
+            board = with_clock(board, clocks[name])
         start = time.monotonic()
         try:
             if board.flow == "open":
