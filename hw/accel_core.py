@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.data import StructLayout
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -396,8 +397,6 @@ class AcceleratorCore(wiring.Component):
         acc_ptr = Signal(17)
         g_m, g_n = Signal(8), Signal(12)
         # stage-1 registers
-        s1_acc_sel = Signal(max(eb, 1))
-        s1_acc_line = Signal(16)
 
         # POST iteration state
         p_mode = Signal(2)
@@ -407,8 +406,6 @@ class AcceleratorCore(wiring.Component):
         p_param_entry = Signal(16)
         p_out_base, p_res_base = Signal(17), Signal(17)
         p_orow = Signal(10)
-        s1_out_line = Signal(17)
-        s1_byte = Signal(max(lb, 1))
 
         m.d.comb += self.mem_sel.eq((1 << (width // 8)) - 1)  # whole lines only
 
@@ -433,27 +430,24 @@ class AcceleratorCore(wiring.Component):
         flush = Signal()  # START and the watchdog empty the queues and the pipelines
         # POST: the pipelined unit (hw/accel_post.py); operands come from the buffers' read
         # ports one cycle after the addresses, results go to ACC or OUT at the tag's place.
-        tag_layout = {"acc_line": 16, "acc_sel": max(eb, 1), "out_line": 17,
-                      "byte": max(lb, 1)}
-        tag_bits = sum(tag_layout.values())
+        # Where a result goes, carried through the pipeline with it.
+        tag_layout = StructLayout({"acc_line": 16, "acc_sel": max(eb, 1),
+                                        "out_line": 17, "byte": max(lb, 1)})
+        s1 = Signal(tag_layout)  # the tag of the operands arriving this cycle
         p1_valid = Signal()  # operand addresses were issued last cycle
-        m.submodules.post = post = ResetInserter(flush)(PostUnit(cfg, tag_bits=tag_bits))
+        m.submodules.post = post = ResetInserter(flush)(PostUnit(cfg, tag_bits=tag_layout.size))
         m.d.comb += [
             post.mode.eq(p_mode), post.out_unsigned.eq(p_unsigned), post.bias.eq(p_bias),
             post.residual.eq(p_res), post.no_acc.eq(p_noacc), post.res_zp.eq(p_res_zp),
             post.res_mult.eq(p_res_mult),
             post.operands.payload.acc.eq(
-                acc_r.data.word_select(s1_acc_sel, 32) if eb else acc_r.data[:32]),
+                acc_r.data.word_select(s1.acc_sel, 32) if eb else acc_r.data[:32]),
             post.operands.payload.param.eq(param_r.data[:PARAM_BITS]),
             post.operands.payload.residual.eq(
-                inp_r.data.word_select(s1_byte, 8) if lb else inp_r.data[:8]),
-            post.operands.payload.tag.eq(Cat(s1_acc_line, s1_acc_sel, s1_out_line, s1_byte)),
+                inp_r.data.word_select(s1.byte, 8) if lb else inp_r.data[:8]),
+            post.operands.payload.tag.eq(s1),
         ]
-        r_tag = post.result.payload.tag
-        r_acc_line = r_tag[0:16]
-        r_acc_sel = r_tag[16:16 + max(eb, 1)]
-        r_out_line = r_tag[16 + max(eb, 1):33 + max(eb, 1)]
-        r_byte = r_tag[33 + max(eb, 1):]
+        r_tag = tag_layout(post.result.payload.tag)
         r_value = post.result.payload.value
 
         # -- unit instruction queues, run-time tokens, bus arbiter ---------------------------
@@ -871,23 +865,23 @@ class AcceleratorCore(wiring.Component):
                 inp_r.addr.eq(p_res_base + (gj >> lb)),
             ]
             m.d.sync += [
-                s1_acc_sel.eq(acc_ptr[:eb] if eb else 0),
-                s1_acc_line.eq(acc_ptr >> eb),
-                s1_out_line.eq(p_out_base + (gj >> lb)),
-                s1_byte.eq(gj[:lb]),
+                s1.acc_sel.eq(acc_ptr[:eb] if eb else 0),
+                s1.acc_line.eq(acc_ptr >> eb),
+                s1.out_line.eq(p_out_base + (gj >> lb)),
+                s1.byte.eq(gj[:lb]),
             ]
         with m.If(post.result.valid):
             with m.If(p_mode == PostMode.ACC):
                 m.d.comb += [
-                    acc_w.addr.eq(r_acc_line),
+                    acc_w.addr.eq(r_tag.acc_line),
                     acc_w.data.eq(r_value.as_unsigned().replicate(line // 4)),
-                    acc_w.en.eq(Const(1, line // 4) << r_acc_sel),
+                    acc_w.en.eq(Const(1, line // 4) << r_tag.acc_sel),
                 ]
             with m.Else():
                 m.d.comb += [
-                    out_w.addr.eq(r_out_line),
+                    out_w.addr.eq(r_tag.out_line),
                     out_w.data.eq(r_value.as_unsigned()[:8].replicate(line)),
-                    out_w.en.eq(Const(1, line) << r_byte),
+                    out_w.en.eq(Const(1, line) << r_tag.byte),
                 ]
         # Engine units own the buffer read ports (and ACC's write port) while they run.
         for unit in gemm_units.values():
