@@ -455,12 +455,18 @@ class FastRun(_Run):
             mlines = meta_row_lines(k, group_size, line)
             meta = wgt[f["meta_line"] * line : (f["meta_line"] + n * mlines) * line]
 
+        last: list = [None, None]  # this step's previous tile bytes and weights
+
         def prepared() -> PreparedWeights:
-            key = (int(fmt), n, k, packed.tobytes(), None if meta is None else meta.tobytes())
+            tile = (packed.tobytes(), None if meta is None else meta.tobytes())
+            if tile == last[0]:  # a replay over the same weights: compare, don't hash
+                return last[1]
+            key = (int(fmt), n, k, *tile)
             weights = caches.weights.get(key)
             if weights is None:
                 weights = PreparedWeights(_tile_weights(packed, meta, fmt, n, k, group_size))
                 caches.add_weights(key, weights)
+            last[:] = tile, weights
             return weights
 
         def gemm() -> None:
