@@ -16,9 +16,14 @@ path, whether outputs are identical to onnxruntime (``==ort``; the weight-only m
 quantize activations per row and are faithful, not identical) and to each other
 (``fast==ref``), the simulated cycles and the projected throughput at ``--fmax-mhz``.
 Every time is the best of ``--repeat`` runs (of more for calls shorter than 0.5 s in all)
-after a warm-up run, measured in the same process, because the machines are noisy.
+after a warm-up run, measured in the same process, because the machines are noisy. Times
+are processor time of this process (``--clock cpu``, default; ``wall`` for wall time), and
+BLAS and onnxruntime run on ``--threads`` threads (default 1): on a shared machine wall time
+and thread pools waiting for descheduled workers measure the other processes (OpenBLAS on 2
+threads made the reference executor's best time 10x worse than on one under load).
 
     python bench/bench_runtime.py [--config small] [--batch 64] [--repeat 3] [--no-large]
+                                  [--threads 1] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -41,14 +46,19 @@ MODELS = ["mlp_qdq", "mlp_qdq_perchannel", "mlp_qop", "mlp_qop_matmul", "mlp_dyn
 LARGE = [(512, 512, 256), (1024, 1024, 64)]
 
 
+#: Clock of the measurements (``--clock``): processor time of this process or wall time.
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+clock = CLOCKS["cpu"]
+
+
 def _best(fn, repeat: int, min_seconds: float = 0.0) -> tuple[float, object]:
     """Shortest of at least ``repeat`` calls (more, up to 200, until ``min_seconds`` passed:
     short calls need many samples to see one undisturbed by other processes)."""
     best, result, spent, calls = float("inf"), None, 0.0, 0
     while calls < repeat or (spent < min_seconds and calls < 200):
-        t0 = time.perf_counter()
+        t0 = clock()
         result = fn()
-        elapsed = time.perf_counter() - t0
+        elapsed = clock() - t0
         best, spent, calls = min(best, elapsed), spent + elapsed, calls + 1
     return best, result
 
@@ -96,22 +106,35 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-large", action="store_true", help="digits models only")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu",
+                        help="processor time of this process (default) or wall time")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS and onnxruntime threads (0: their defaults)")
     parser.add_argument("--fmax-mhz", type=float, default=90.0,
                         help="clock for projected throughput (ECP5-class default)")
     args = parser.parse_args()
+    global clock
+    clock = CLOCKS[args.clock]
+    if args.threads:
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn (dev)
+
+        threadpool_limits(limits=args.threads)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
 
     from trilobit.sw.onnx_import import import_model
     from trilobit.sw.reference import ReferenceExecutor
     from trilobit.sw.runtime import Session
 
     print(f"config {args.config}, batch {args.batch}, best of {args.repeat}+ after a warm-up "
-          f"run, throughput projected at {args.fmax_mhz:g} MHz")
+          f"run, {args.clock} time, {args.threads or 'default'} thread(s), throughput projected at "
+          f"{args.fmax_mhz:g} MHz")
     print(f"{'model':24s} {'ort ms':>8s} {'ref ms':>8s} {'ref/ort':>8s} {'gold-ref ms':>11s} "
           f"{'/ort':>6s} {'gold ms':>8s} {'/ort':>6s} {'speedup':>7s} {'==ort':>5s} "
           f"{'fast==ref':>9s} {'cycles':>10s} {'rows/s@fmax':>11s}")
     for name, model, feeds in workloads(not args.no_large):
         rows = next(iter(feeds.values())).shape[0]
-        ort_session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        ort_session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         ort_session.run(None, feeds)
         t_ort, theirs = _best(lambda s=ort_session, f=feeds: s.run(None, f), args.repeat, 0.5)
         executor = ReferenceExecutor(import_model(model))
@@ -124,7 +147,7 @@ def main() -> None:
         machine = session.backend.machine
         machine.reference = True
         session.run(feeds)  # warm: host-op sessions created
-        t_slow, slow = _best(lambda s=session, f=feeds: s.run(f), args.repeat)
+        t_slow, slow = _best(lambda s=session, f=feeds: s.run(f), args.repeat, 1.0)
         machine.reference = False
         session.run(feeds)  # warm: decoded words, run plans and weight tiles cached
         session.stats.nodes.clear()
