@@ -9,6 +9,11 @@ estimate (and the busy/stall counters derived from it) is *not* architectural.
 
 Semantics are those of ``docs/isa.md``; the field table is :data:`trilobit.isa.FORMATS`.
 Numerics come from :mod:`trilobit.gemm` (exact integer matmul) and :mod:`trilobit.requant`.
+
+This module holds the reference path (:class:`_Run`: every instruction decoded, checked and
+executed afresh), which ``GoldenMachine(..., reference=True)`` uses; by default runs take the
+fast path of :mod:`trilobit.sim.golden_fast`, which reuses the checks, the cycle model and
+the result of this one and is tested equal to it.
 """
 
 from __future__ import annotations
