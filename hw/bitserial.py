@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -61,7 +62,8 @@ from trilobit.hw.bitserial_format import (
 )
 
 __all__ = [
-    "BitSerialParams", "BitSerialEngine", "BitSerialTermDecoder", "engine_signature", "adder_tree",
+    "BitSerialParams", "BitSerialEngine", "BitSerialTermDecoder", "ChunkFront", "accept_chunks",
+    "engine_signature", "adder_tree",
 ]
 
 #: Storage slot of one weight code in a weight beat, bits.
@@ -215,6 +217,52 @@ def engine_signature(params: BitSerialParams) -> wiring.Signature:
     })
 
 
+class ChunkFront(NamedTuple):
+    """What :func:`accept_chunks` hands the execute stage of an engine.
+
+    Attributes:
+        take: a chunk (one ``act`` and one ``weights`` beat) is accepted this cycle.
+        group_end: the accepted chunk is the last of its group.
+        meta: metadata of the group the accepted chunk belongs to (a ``meta_layout`` view).
+    """
+
+    take: Value
+    group_end: Value
+    meta: data.View
+
+
+def accept_chunks(m: Module, params: BitSerialParams, engine: wiring.Component,
+                  x_free: Value) -> ChunkFront:
+    """Stream control shared by the engines: group metadata, then its chunks.
+
+    Holds the metadata of the current group and counts its chunks. A chunk is taken when
+    the group's metadata is held, the execute stage is free (``x_free``) and both the
+    ``act`` and ``weights`` beats are valid; both ``ready`` rise together. The next group's
+    metadata is accepted in the cycle the current group's last chunk is taken, so groups
+    follow each other without a bubble. ``engine`` has the ports of :func:`engine_signature`.
+    """
+    m_valid = Signal()
+    m_meta = Signal(params.meta_layout())
+    m_chunk = Signal(range(params.chunks_per_group))
+    take_chunk = Signal()
+    group_end = Signal()
+    m.d.comb += [
+        take_chunk.eq(m_valid & x_free & engine.act.valid & engine.weights.valid),
+        engine.act.ready.eq(take_chunk),
+        engine.weights.ready.eq(take_chunk),
+        group_end.eq(m_chunk == params.chunks_per_group - 1),
+    ]
+    with m.If(take_chunk):
+        m.d.sync += m_chunk.eq(m_chunk + 1)
+        with m.If(group_end):
+            m.d.sync += m_valid.eq(0)
+    # coming after the chunk logic, a new group's metadata wins over the group-end clear
+    m.d.comb += engine.meta.ready.eq(~m_valid | (take_chunk & group_end))
+    with m.If(engine.meta.valid & engine.meta.ready):
+        m.d.sync += [m_valid.eq(1), m_meta.eq(engine.meta.payload), m_chunk.eq(0)]
+    return ChunkFront(take_chunk, group_end, m_meta)
+
+
 def adder_tree(m: Module, values: list, name: str) -> Value:
     """Balanced sum of Amaranth values (depth ``ceil(log2 n)``).
 
@@ -346,11 +394,6 @@ class BitSerialEngine(wiring.Component):
         step_bits = max(1, (max_steps - 1).bit_length())
         lane_shift_bits = max_lane_shift().bit_length()
 
-        # -- front: metadata of the group whose chunks are being accepted ----------------
-        m_valid = Signal()
-        m_meta = Signal(p.meta_layout())
-        m_chunk = Signal(range(p.chunks_per_group))
-
         # -- execute: one chunk, cycles_per_chunk steps --------------------------------------
         x_busy = Signal()
         x_step = Signal(step_bits)
@@ -418,39 +461,24 @@ class BitSerialEngine(wiring.Component):
             m.d.sync += [y_scale[c].eq(x_meta.cols[c].scale) for c in range(C)]
 
         # -- chunk acceptance: act and weights together, under the current group's meta -----
-        take_chunk = Signal()
-        m.d.comb += [
-            take_chunk.eq(m_valid & x_free & self.act.valid & self.weights.valid),
-            self.act.ready.eq(take_chunk),
-            self.weights.ready.eq(take_chunk),
-        ]
-        group_end = Signal()
-        m.d.comb += group_end.eq(m_chunk == p.chunks_per_group - 1)
-        with m.If(take_chunk):
+        front = accept_chunks(m, p, self, x_free)
+        with m.If(front.take):
             m.d.sync += [
                 x_busy.eq(1),
                 x_step.eq(0),
-                x_meta.eq(m_meta),
-                x_group_end.eq(group_end),
+                x_meta.eq(front.meta),
+                x_group_end.eq(front.group_end),
                 x_act.eq(self.act.payload),
                 x_code.eq(self.weights.payload),
-                m_chunk.eq(m_chunk + 1),
             ]
-            with m.Switch(m_meta.fmt):
+            with m.Switch(front.meta.fmt):
                 for fmt in WeightFormat:
                     with m.Case(fmt):
                         m.d.sync += x_last_step.eq(p.cycles_per_chunk(fmt) - 1)
-            with m.If(group_end):
-                m.d.sync += m_valid.eq(0)
         with m.Elif(x_final & x_advance):
             m.d.sync += x_busy.eq(0)
         with m.If(x_advance & ~x_final):
             m.d.sync += x_step.eq(x_step + 1)
-        # the next group's metadata may arrive in the cycle its predecessor's last chunk is
-        # taken (no bubble between groups); coming after the chunk logic, it wins
-        m.d.comb += self.meta.ready.eq(~m_valid | (take_chunk & group_end))
-        with m.If(self.meta.valid & self.meta.ready):
-            m.d.sync += [m_valid.eq(1), m_meta.eq(self.meta.payload), m_chunk.eq(0)]
 
         # common shift of this step: Booth digit weight for INT, none for FP
         is_fp = (x_meta.fmt == WeightFormat.FP3) | (x_meta.fmt == WeightFormat.FP4)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Signal, signed
 from amaranth.lib import wiring
 
-from trilobit.hw.bitserial import BitSerialParams, adder_tree, engine_signature
+from trilobit.hw.bitserial import BitSerialParams, accept_chunks, adder_tree, engine_signature
 from trilobit.hw.bitserial_format import WeightFormat
 
 __all__ = ["BitParallelMacArray"]
@@ -33,10 +33,6 @@ class BitParallelMacArray(wiring.Component):
         m = Module()
         p = self.params
         R, C, D = p.rows, p.columns, p.width
-
-        m_valid = Signal()
-        m_meta = Signal(p.meta_layout())
-        m_chunk = Signal(range(p.chunks_per_group))
 
         x_valid = Signal()
         x_meta = Signal(p.meta_layout())
@@ -67,32 +63,17 @@ class BitParallelMacArray(wiring.Component):
             x_free.eq(~x_valid | x_advance),
         ]
 
-        take_chunk = Signal()
-        m.d.comb += [
-            take_chunk.eq(m_valid & x_free & self.act.valid & self.weights.valid),
-            self.act.ready.eq(take_chunk),
-            self.weights.ready.eq(take_chunk),
-        ]
-        group_end = Signal()
-        m.d.comb += group_end.eq(m_chunk == p.chunks_per_group - 1)
-        with m.If(take_chunk):
+        front = accept_chunks(m, p, self, x_free)
+        with m.If(front.take):
             m.d.sync += [
                 x_valid.eq(1),
-                x_meta.eq(m_meta),
-                x_group_end.eq(group_end),
+                x_meta.eq(front.meta),
+                x_group_end.eq(front.group_end),
                 x_act.eq(self.act.payload),
                 x_code.eq(self.weights.payload),
-                m_chunk.eq(m_chunk + 1),
             ]
-            with m.If(group_end):
-                m.d.sync += m_valid.eq(0)
         with m.Elif(x_advance):
             m.d.sync += x_valid.eq(0)
-        # the next group's metadata may arrive in the cycle its predecessor's last chunk is
-        # taken (no bubble between groups); coming after the chunk logic, it wins
-        m.d.comb += self.meta.ready.eq(~m_valid | (take_chunk & group_end))
-        with m.If(self.meta.valid & self.meta.ready):
-            m.d.sync += [m_valid.eq(1), m_meta.eq(self.meta.payload), m_chunk.eq(0)]
 
         # weights as two's complement of the group's INT width
         weight = [[Signal(signed(8), name=f"w_{c}_{d}") for d in range(D)] for c in range(C)]
