@@ -257,8 +257,7 @@ def measure_sim_speed(params: TlmmParams, k: int, n: int, cocotb_rows: int, prog
     part = gemv_streams(params, a, w_part, "ternary")
     expected = tlmm_golden(params, a, w_part, "ternary")
     expected = np.pad(expected, ((0, 0), (0, part["rows_padded"] - cocotb_rows)))
-    build = build_cocotb(verilog_for(TlmmEngine(params), "tlmm"), "tlmm",
-                         extra_args=("--output-split", "0"))
+    build = build_cocotb(verilog_for(TlmmEngine(params), "tlmm"), "tlmm")
     with tempfile.TemporaryDirectory(prefix="tlmm-speed-") as folder:
         stimulus = Path(folder) / "stimulus.npz"
         report = Path(folder) / "report.json"

