@@ -40,6 +40,18 @@ SPI_PINS = {
     "orangecrab": (("io", 0), "5", "6", "9", "10"),
 }
 LINKS = ("uart", "spi")
+#: yosys ``synth_*`` options per FPGA family (iCE40: multipliers into SB_MAC16). On ECP5,
+#: yosys 0.70's abc9 asserts on the core (rtlil.cc:3091 in ABC_OPS_REINTEGRATE) and
+#: ``synth_ecp5`` has no other LUT mapper, so synthesis stops before ``map_luts`` and
+#: :data:`SCRIPT_AFTER_SYNTH` finishes it with ``abc`` (synth_lattice's remaining steps).
+SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-run :map_luts"}
+SCRIPT_AFTER_SYNTH = {
+    "ice40": "",
+    "ecp5": "\n".join([
+        "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
+        "techmap -map +/lattice/cells_map.v", "opt_lut_ins -tech lattice", "clean",
+        "autoname", "hierarchy -check", "stat", "check -noinit", "blackbox =A:whitebox"]),
+}
 
 
 class BoardTop(Elaboratable):
@@ -221,7 +233,8 @@ def build_open(board: BoardPreset, out: Path,
     platform = _platform(board)
     step("elaborating and writing Verilog")
     plan = platform.prepare(BoardTop(board, link), name=TOP_NAME,
-                            synth_opts="-dsp" if board.family == "ice40" else "",
+                            synth_opts=SYNTH_OPTS[board.family],
+                            script_after_synth=SCRIPT_AFTER_SYNTH[board.family],
                             nextpnr_opts="--report report.json --timing-allow-fail")
     plan.extract(out)
     step("synthesis, place and route, packing (yosys, nextpnr; minutes)")

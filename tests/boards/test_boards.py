@@ -234,3 +234,18 @@ def test_ecp5_pll_dividers_make_the_clock_exactly_within_the_pll_limits():
         assert f_in / clki >= 3.125e6 and 400e6 <= f_out * clkop <= 800e6
     with pytest.raises(ConfigError, match="no ECP5 PLL setting makes 7.3 MHz"):
         ecp5_pll_dividers(25e6, 7.3e6)
+
+
+def test_ecp5_script_maps_luts_with_abc_after_synth_ecp5_stops_before_abc9():
+    from trilobit.boards.build import SCRIPT_AFTER_SYNTH, SYNTH_OPTS, BoardTop, _platform
+
+    board = get_board("orangecrab")
+    plan = _platform(board).prepare(BoardTop(board), name="trilobit",
+                                    synth_opts=SYNTH_OPTS["ecp5"],
+                                    script_after_synth=SCRIPT_AFTER_SYNTH["ecp5"])
+    script = plan.files["trilobit.ys"]
+    script = script if isinstance(script, str) else script.decode()
+    synth = script.index("synth_ecp5 -run :map_luts")
+    assert synth < script.index("abc -lut 4") < script.index("cells_map.v") < script.index(
+        "write_json")
+    assert "abc9" not in script
