@@ -49,7 +49,7 @@ SCRIPT_AFTER_SYNTH = {
     "ice40": "",
     "ecp5": "\n".join([
         "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
-        "techmap -map +/lattice/cells_map.v", "opt_lut_ins -tech lattice", "clean",
+        "techmap -map +/lattice/cells_map_trellis.v", "opt_lut_ins -tech lattice", "clean",
         "autoname", "hierarchy -check", "stat", "check -noinit", "blackbox =A:whitebox"]),
 }
 

@@ -246,6 +246,6 @@ def test_ecp5_script_maps_luts_with_abc_after_synth_ecp5_stops_before_abc9():
     script = plan.files["trilobit.ys"]
     script = script if isinstance(script, str) else script.decode()
     synth = script.index("synth_ecp5 -run :map_luts")
-    assert synth < script.index("abc -lut 4") < script.index("cells_map.v") < script.index(
+    assert synth < script.index("abc -lut 4") < script.index("cells_map_trellis.v") < script.index(
         "write_json")
     assert "abc9" not in script
