@@ -5,15 +5,16 @@ board          FPGA                   flow    host link / memory                
 =============  =====================  ======  =======================================  ========
 icebreaker     iCE40 UP5K             open    UART (FTDI) bridge, on-chip 64 KiB SPRAM  12 MHz
 ulx3s          ECP5 LFE5U-85F         open    UART (FTDI) bridge, on-chip 256 KiB BRAM  5 MHz
-orangecrab     ECP5 LFE5U-25F         open    UART bridge on header pins, 32 KiB BRAM   8 MHz
+orangecrab     ECP5 LFE5U-25F         open    UART bridge on header pins, 32 KiB BRAM   40 MHz
 pynq-z2        Zynq-7020              vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 20 MHz
 kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 40 MHz
 =============  =====================  ======  =======================================  ========
 
-The ECP5 boards run the accelerator from a PLL below its measured Fmax (11 MHz on the
-OrangeCrab for ``tiny``), not from the board oscillator. The Zynq clocks are that Fmax
-scaled by the usual speed ratio of the families (unmeasured: check Vivado's timing
-report). The open-flow boards have no CPU: the host (a PC on the board's USB serial port,
+The ECP5 boards run the accelerator from a PLL at or below its measured Fmax (54.9 MHz on
+the OrangeCrab for ``tiny``, measured with the PLL at 40 MHz), not from the board
+oscillator. The Zynq clocks are guesses, not measurements (there is no Vivado on the
+project's machines): check Vivado's timing report and change ``clock_hz``. The open-flow
+boards have no CPU: the host (a PC on the board's USB serial port,
 or a Raspberry Pi) reaches the accelerator through the bridge
 (:mod:`trilobit.hw.bridge_soc`), and programs live in on-chip memory, ``memory_bytes`` of
 it. Measured resources and Fmax are in docs/boards.md (``python bench/bench_boards.py``).
@@ -122,8 +123,8 @@ BOARDS: dict[str, BoardPreset] = {
     "orangecrab": BoardPreset(
         "orangecrab", "OrangeCrab r0.2 (Lattice ECP5 LFE5U-25F)", "open", "ecp5",
         "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "LFE5U-25F-8MG285C",
-        PRESETS["tiny"].replace(name="orangecrab"), 1 << 15, 8e6, "uart",
-        ecp5_pll_dividers(48e6, 8e6)),
+        PRESETS["tiny"].replace(name="orangecrab"), 1 << 15, 40e6, "uart",
+        ecp5_pll_dividers(48e6, 40e6)),
     "pynq-z2": BoardPreset(
         "pynq-z2", "PYNQ-Z2 (AMD Zynq-7020)", "vivado", "zynq7", "", "xc7z020clg400-1",
         PRESETS["small"].replace(name="pynq-z2", bus="axi4"), 0, 20e6, "axi"),
