@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trilobit.boards.build import SCRIPT_AFTER_SYNTH, SYNTH_OPTS
 from trilobit.config import preset
 from trilobit.hw.accel_core import AcceleratorCore
 from trilobit.isa import (
@@ -307,9 +308,11 @@ def synthesize_ecp5(config, device: str = "85k", package: str = "CABGA381",
         design, ports = synthesis_top(config, block)
         (work / "accel.v").write_text(verilog_for(design, TOP, ports))
         t0 = time.perf_counter()
+        # The boards' ECP5 flow (yosys 0.70's abc9 asserts on these designs: LUTs by abc).
+        after = "; ".join(SCRIPT_AFTER_SYNTH["ecp5"].splitlines())
         subprocess.run([env["YOSYS"], "-q", "-l", "yosys.log", "-p",
-                        f"read_verilog accel.v; synth_ecp5 -top {TOP} -json accel.json; "
-                        f"tee -o stat.txt stat"],
+                        f"read_verilog accel.v; synth_ecp5 -top {TOP} {SYNTH_OPTS['ecp5']}; "
+                        f"{after}; tee -o stat.txt stat; write_json accel.json"],
                        cwd=work, check=True, capture_output=True)
         t1 = time.perf_counter()
         subprocess.run([env["NEXTPNR_ECP5"], f"--{device}", "--package", package,
