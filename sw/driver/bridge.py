@@ -208,6 +208,19 @@ class SpidevLink:
         self.bus.close()
 
 
+def _stop_child(process: subprocess.Popen) -> None:
+    """End a simulator child: close its input (it exits at end of input), wait up to 10 s,
+    then kill it; its pipes are closed on every path."""
+    process.stdin.close()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    process.stdout.close()
+    process.stderr.close()
+
+
 class ProcessSpiBus:
     """An SPI controller played by a child process (the Verilator model of the SPI bridge
     system, :func:`trilobit.hw.bridge_sim.build_spi_bridge_simulator`): each transfer goes to
@@ -233,17 +246,9 @@ class ProcessSpiBus:
         return back
 
     def close(self) -> None:
-        if self._process is None:
-            return
-        self._process.stdin.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process.stdout.close()
-        self._process.stderr.close()
-        self._process = None
+        if self._process is not None:
+            _stop_child(self._process)
+            self._process = None
 
 
 class ProcessLink(_FdLink):
@@ -257,17 +262,9 @@ class ProcessLink(_FdLink):
         super().__init__(self._process.stdout.fileno(), self._process.stdin.fileno())
 
     def close(self) -> None:
-        if self._process is None:
-            return
-        self._process.stdin.close()
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._process.stdout.close()
-        self._process.stderr.close()
-        self._process = None
+        if self._process is not None:
+            _stop_child(self._process)
+            self._process = None
 
 
 class Bridge:
