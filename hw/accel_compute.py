@@ -99,6 +99,7 @@ __all__ = [
     "GEMM_TILE",
     "TlmmGemmUnit",
     "BitSerialGemmUnit",
+    "exact_log2",
     "tlmm_engine_params",
     "bitserial_engine_params",
     "ternary_code_value",
@@ -136,7 +137,7 @@ BITSERIAL_FORMAT = {enc: WeightFormat[enc.name] for enc in WeightEncoding
                     if enc.name in WeightFormat.__members__}
 
 
-def _log2(x: int) -> int:
+def exact_log2(x: int) -> int:
     if x < 1 or x & (x - 1):
         raise ConfigError(f"expected a power of two, got {x}")
     return x.bit_length() - 1
@@ -316,7 +317,7 @@ class _AccWriter:
     def __init__(self, m: Module, unit, out: stream.Interface, block: int, value_of, line: int):
         self.m, self.unit, self.out, self.block = m, unit, out, block
         self.value_of = value_of  # (latched payload, index) -> signed value
-        self.eb = _log2(line // 4)
+        self.eb = exact_log2(line // 4)
 
     def elaborate(self, tile, start, first_entry) -> tuple[Signal, Signal]:
         """Add the writer; ``start`` pulses in the cycle ``tile`` is latched, with the
@@ -394,7 +395,7 @@ class TlmmGemmUnit(wiring.Component):
     def elaborate(self, platform) -> Module:  # noqa: C901 - the processes, one by one
         m = Module()
         p, line, width = self.engine_params, self.line, self.config.mem_width
-        lb = _log2(line)
+        lb = exact_log2(line)
         G, R, P = p.group_size, p.rows, p.units
         N = G * P  # activations (and weights) per beat
         units = 4 * line  # 2-bit units per line (weight offsets count in these)
@@ -663,9 +664,9 @@ class BitSerialGemmUnit(wiring.Component):
     def elaborate(self, platform) -> Module:  # noqa: C901 - the processes, one by one
         m = Module()
         p, line, width = self.engine_params, self.line, self.config.mem_width
-        lb = _log2(line)
+        lb = exact_log2(line)
         W, C, gs = p.width, p.columns, p.group_size
-        lw, lgs = _log2(W), _log2(gs)
+        lw, lgs = exact_log2(W), exact_log2(gs)
         m.submodules.engine = engine = BitSerialEngine(p)
 
         tile = Signal(GEMM_TILE)

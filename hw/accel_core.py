@@ -40,7 +40,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from trilobit.config import AcceleratorConfig
-from trilobit.hw.accel_compute import BitSerialGemmUnit, TlmmGemmUnit
+from trilobit.hw.accel_compute import BitSerialGemmUnit, TlmmGemmUnit, exact_log2
 from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.hw.accel_post import PARAM_BITS, PostUnit
 from trilobit.isa import (
@@ -61,11 +61,6 @@ from trilobit.isa import (
 __all__ = ["AcceleratorCore", "field_values"]
 
 STATE_IDLE, STATE_BUSY, STATE_DONE, STATE_ERROR = 0, 1, 2, 3
-
-
-def _log2(x: int) -> int:
-    assert x & (x - 1) == 0, x
-    return x.bit_length() - 1
 
 
 def field_values(insn: Signal, opcode: Opcode) -> dict:
@@ -110,7 +105,7 @@ class AcceleratorCore(wiring.Component):
         self.config = config
         self.width = config.mem_width
         self.line = config.line_bytes
-        self.lb = _log2(self.line)
+        self.lb = exact_log2(self.line)
         super().__init__({
             "mem_cyc": Out(1),
             "mem_stb": Out(1),
@@ -137,7 +132,7 @@ class AcceleratorCore(wiring.Component):
         lines = {b: cfg.buffer_bytes(b.name.lower()) // line for b in Buffer}
         acc_entries = cfg.acc_bytes // 4
         gs = cfg.bitserial.group_size if cfg.bitserial else 1
-        lgs = _log2(gs)
+        lgs = exact_log2(gs)
 
         # -- buffers ----------------------------------------------------------------------
         m.submodules.inp = inp = Memory(shape=unsigned(width), depth=lines[Buffer.INP], init=[])
@@ -675,9 +670,9 @@ class AcceleratorCore(wiring.Component):
                                 m.d.comb += [port.addr.eq(l_ptr), port.data.eq(data),
                                              port.en.eq(-1)]
                         with m.Case(Buffer.PARAM):
-                            part = l_ptr[: _log2(param_parts)] if param_parts > 1 else 0
+                            part = l_ptr[: exact_log2(param_parts)] if param_parts > 1 else 0
                             m.d.comb += [
-                                param_w.addr.eq(l_ptr >> _log2(param_parts)),
+                                param_w.addr.eq(l_ptr >> exact_log2(param_parts)),
                                 param_w.data.eq(data.replicate(param_parts)),
                                 param_w.en.eq(Const(1, param_parts) << part),
                             ]
