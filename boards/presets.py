@@ -106,7 +106,7 @@ _ICE40_CONFIG = AcceleratorConfig(
     bitserial=None,
     mem_width=32, bus="wishbone",
     inp_bytes=512, wgt_bytes=1024, acc_bytes=1024, out_bytes=512, param_bytes=512,
-    post_lanes=1, queue_depth=2, token_depth=4,
+    queue_depth=2, token_depth=4,
     requant_modes=("dyadic",), perf_counters=False,
 )
 

@@ -234,7 +234,7 @@ class CycleModel:
         return self.PIPE + 2 * p.rows + m * -(-n // p.rows) * per_block
 
     def post(self, m: int, n: int) -> int:
-        return self.PIPE + -(-m * n // self.config.post_lanes)
+        return self.PIPE + m * n
 
 
 class GoldenMachine:

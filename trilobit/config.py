@@ -138,7 +138,6 @@ class AcceleratorConfig:
         acc_bytes: accumulator buffer (int32 entries), bytes.
         out_bytes: output buffer (8-bit results of post-processing), bytes.
         param_bytes: post-processing parameter buffer (16 bytes per channel), bytes.
-        post_lanes: results the post-processing unit produces per cycle; 1..16.
         queue_depth: instructions buffered per unit queue (load, compute, store); 2..64.
         token_depth: dependency tokens a channel may hold; 1..255.
         watchdog_cycles: default cycle budget of a run written to the WATCHDOG CSR.
@@ -147,6 +146,10 @@ class AcceleratorConfig:
             parts drop ``"ort"`` (the float32 requantizer).
         perf_counters: build the performance counters; without them every counter CSR reads
             0 except ``cycles`` (the watchdog counts it).
+        compact: area over clock rate, for the smallest parts at low clocks: the core keeps
+            fewer pipeline registers (dispatch checks, post-processing, GEMM unit beat
+            formation), so it reaches a lower Fmax. Results, status and counters are the
+            same; only cycle timing differs.
     """
 
     name: str = "custom"
@@ -159,12 +162,12 @@ class AcceleratorConfig:
     acc_bytes: int = 16384
     out_bytes: int = 4096
     param_bytes: int = 4096
-    post_lanes: int = 1
     queue_depth: int = 4
     token_depth: int = 8
     watchdog_cycles: int = 1 << 24
     requant_modes: tuple[str, ...] = REQUANT_MODES
     perf_counters: bool = True
+    compact: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -198,7 +201,6 @@ class AcceleratorConfig:
             raise ConfigError(
                 f"config.acc_bytes must hold at most 65536 int32 entries, got {self.acc_bytes}"
             )
-        _check_int("config", "post_lanes", self.post_lanes, 1, 16)
         _check_int("config", "queue_depth", self.queue_depth, 2, 64)
         _check_int("config", "token_depth", self.token_depth, 1, 255)
         _check_int("config", "watchdog_cycles", self.watchdog_cycles, 1, (1 << 32) - 1)
@@ -214,6 +216,8 @@ class AcceleratorConfig:
         if not isinstance(self.perf_counters, bool):
             raise ConfigError(f"config.perf_counters must be True or False, "
                               f"got {self.perf_counters!r}")
+        if not isinstance(self.compact, bool):
+            raise ConfigError(f"config.compact must be True or False, got {self.compact!r}")
 
     @property
     def line_bytes(self) -> int:
@@ -280,7 +284,6 @@ PRESETS: dict[str, AcceleratorConfig] = {
         acc_bytes=4096,
         out_bytes=1024,
         param_bytes=1024,
-        post_lanes=1,
         queue_depth=2,
         token_depth=4,
     ),
@@ -296,7 +299,6 @@ PRESETS: dict[str, AcceleratorConfig] = {
         acc_bytes=16384,
         out_bytes=4096,
         param_bytes=4096,
-        post_lanes=2,
         queue_depth=4,
         token_depth=8,
     ),
@@ -312,7 +314,6 @@ PRESETS: dict[str, AcceleratorConfig] = {
         acc_bytes=131072,
         out_bytes=32768,
         param_bytes=16384,
-        post_lanes=8,
         queue_depth=8,
         token_depth=16,
     ),

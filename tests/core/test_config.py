@@ -51,7 +51,7 @@ def test_round_trip_through_dict():
         ({"acc_bytes": 1 << 20}, "acc_bytes"),
         ({"queue_depth": 1}, "queue_depth"),
         ({"token_depth": 0}, "token_depth"),
-        ({"post_lanes": 17}, "post_lanes"),
+        ({"compact": 1}, "compact"),
         ({"watchdog_cycles": 0}, "watchdog_cycles"),
         ({"tlmm": None, "bitserial": None}, "engine"),
     ],
