@@ -27,13 +27,31 @@ Pipeline (each line one register stage; ECP5 needs short stages for >= 40 MHz):
 The shorter path is delayed to the longer one, so every result takes :attr:`latency` cycles
 from ``operands.valid`` to ``result.valid``, whatever its mode.
 
+Compact form (``config.compact``, for the smallest parts at low clocks)
+-------------------------------------------------------------------------
+One result in flight at a time, :attr:`interval` cycles per result (7 dyadic-only, 10 with
+``"ort"``), for a fraction of the registers and two DSP multipliers (iCE40 ``SB_MAC16`` is
+16 x 16): the operands' ``v`` (with the residual product on one multiplier) is formed in the
+cycle they arrive and held with the channel's multiplier, shift and output fields. The dyadic
+product ``|v| * M`` then takes four 16 x 16 partial products on the other multiplier, summed
+by a 34-bit accumulator that hands over the product one 16-bit column at a time, low first.
+Instead of shifting the 62-bit product right by ``s``, each column is funnel-shifted left by
+``f = 16 - b`` (``s = 16 a + b``, ``1 <= b <= 16``): the shifted product's binary point then
+falls between columns ``a`` and ``a + 1``, so column ``a + 1`` is the quotient, column ``a``
+holds the rounding bit, lower columns only matter as "non-zero" (the sticky bit of a negative
+``v``, whose magnitude rounds half down) and higher ones as overflow. The float32 (ORT) path,
+when built, is the pipelined one below working on the held operands. Results are the same
+as in the pipelined form.
+
 Ports:
 
 * ``mode``, ``out_unsigned``, ``bias``, ``residual``, ``no_acc``, ``res_zp``, ``res_mult``
   (the POST instruction's fields) must stay constant while :attr:`busy` is high.
 * ``operands``: stream (always ready) of :data:`PostOperands` layouts: the ACC entry, the
   channel's 16-byte PARAM entry (low 96 bits), the residual byte, and a ``tag`` (e.g. the
-  destination address) returned unchanged with the result.
+  destination address) returned unchanged with the result. ``valid`` may be high at most
+  once in any :attr:`interval` consecutive cycles (1 in the pipelined form: every cycle; the
+  compact form ignores operands that arrive sooner).
 * ``result``: stream (no ready) of ``value`` (int32: ``v`` in mode ACC, else the clipped
   8-bit output sign- or zero-extended) and ``tag``.
 * ``busy``: a result is in flight.
@@ -134,6 +152,7 @@ class PostUnit(wiring.Component):
         self.tag_bits = tag_bits
         self.has_ort = "ort" in config.requant_modes
         self.has_dyadic = "dyadic" in config.requant_modes
+        self.compact = config.compact
         super().__init__({
             "mode": In(2),
             "out_unsigned": In(1),
@@ -155,14 +174,32 @@ class PostUnit(wiring.Component):
     #: Zero point, then saturation and clip.
     OUT_STAGES = 2
 
+    #: Compact form: cycles of the dyadic product after ``v`` is held (four partial products,
+    #: then two more columns through the funnel shifter; the value is ready after the last),
+    #: and the cycle that forms and holds ``v``.
+    COMPACT_DYADIC_STEPS = 6
+    COMPACT_V_STAGES = 1
+
     @property
     def latency(self) -> int:
         """Cycles from ``operands.valid`` to the matching ``result.valid``."""
+        if self.compact:
+            path = max(self.ORT_STAGES if self.has_ort else 0,
+                       self.COMPACT_DYADIC_STEPS if self.has_dyadic else 0)
+            return self.COMPACT_V_STAGES + path
         path = max(self.ORT_STAGES if self.has_ort else 0,
                    self.DYADIC_STAGES if self.has_dyadic else 0)
         return self.V_STAGES + path + self.OUT_STAGES
 
+    @property
+    def interval(self) -> int:
+        """Cycles per result: the least distance between two ``operands.valid`` cycles
+        (the compact form holds one result at a time)."""
+        return self.latency if self.compact else 1
+
     def elaborate(self, platform):
+        if self.compact:
+            return self._elaborate_compact()
         m = Module()
         st = _Stages(m, "post")
         path = self.latency - self.V_STAGES - self.OUT_STAGES
@@ -187,7 +224,7 @@ class PostUnit(wiring.Component):
             y_paths[PostMode.DYADIC] = st.delay(self._dyadic(m, st, v, par_v),
                                                 path - self.DYADIC_STAGES, name="dy")
         if self.has_ort:
-            y_paths[PostMode.ORT] = st.delay(self._ort(m, st, v, par_v),
+            y_paths[PostMode.ORT] = st.delay(self._ort(m, st, v, par_v[32:64]),
                                              path - self.ORT_STAGES, name="ort")
         y_req = Signal(signed(12))
         for mode, y in y_paths.items():
@@ -197,21 +234,12 @@ class PostUnit(wiring.Component):
         par_out = st.delay(par_v[72:96], path, name="zp_clip")  # zp, clip_lo, clip_hi
 
         # -- zero point, saturation, clip -------------------------------------------------
-        def out_type(byte):
-            return Mux(self.out_unsigned, byte.as_unsigned(), byte.as_signed())
-
+        out_type = self._out_type
         zp, lo, hi = out_type(par_out[0:8]), out_type(par_out[8:16]), out_type(par_out[16:24])
         y = st.reg(y_req + zp, signed(13), name="y")
         lo_r, hi_r = st.reg(lo, signed(10), name="lo"), st.reg(hi, signed(10), name="hi")
         v_fin = st.reg(v_out, name="v_fin")
-        qmin = Mux(self.out_unsigned, 0, -128)
-        qmax = Mux(self.out_unsigned, 255, 127)
-        sat = Signal(signed(10))
-        m.d.comb += sat.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
-        raised = Signal(signed(10))
-        m.d.comb += raised.eq(Mux(sat < lo_r, lo_r, sat))
-        clipped = Signal(signed(10))  # clip_hi wins over clip_lo (min(max(y, lo), hi))
-        m.d.comb += clipped.eq(Mux(raised > hi_r, hi_r, raised))
+        clipped = self._saturate_and_clip(m, y, lo_r, hi_r)
         out = Signal(signed(32))
         m.d.sync += out.eq(Mux(self.mode == PostMode.ACC, v_fin, clipped))
 
@@ -227,6 +255,153 @@ class PostUnit(wiring.Component):
             self.busy.eq(Cat(*flags).any()),
         ]
         return m
+
+    def _out_type(self, byte):
+        """A PARAM byte (zero point, clip bound) read in the output type."""
+        return Mux(self.out_unsigned, byte.as_unsigned(), byte.as_signed())
+
+    def _saturate_and_clip(self, m: Module, y, lo, hi) -> Signal:
+        """``min(max(saturate(y), lo), hi)``: the output type's range, then the clip bounds
+        (``hi`` wins over ``lo``)."""
+        qmin = Mux(self.out_unsigned, 0, -128)
+        qmax = Mux(self.out_unsigned, 255, 127)
+        sat = Signal(signed(10))
+        m.d.comb += sat.eq(Mux(y < qmin, qmin, Mux(y > qmax, qmax, y)))
+        raised = Signal(signed(10))
+        m.d.comb += raised.eq(Mux(sat < lo, lo, sat))
+        clipped = Signal(signed(10))  # clip_hi wins over clip_lo (min(max(y, lo), hi))
+        m.d.comb += clipped.eq(Mux(raised > hi, hi, raised))
+        return clipped
+
+    def _elaborate_compact(self) -> Module:
+        """The compact form (module docstring): one result every :attr:`interval` cycles."""
+        m = Module()
+        i = self.operands.payload
+        # step 0: idle; 1: v held; then the product's steps; ``latency``: result out.
+        step = Signal(range(self.latency + 1))
+        last = step == self.latency
+        take = self.operands.valid & ((step == 0) | last)
+
+        # -- cycle 0: v (the residual product on a signed 16 x 16 multiplier) ----------------
+        base = Mux(self.no_acc, 0, i.acc) + Mux(self.bias, i.param[0:32].as_signed(), 0)
+        res_diff = Mux(self.residual, i.residual - self.res_zp, 0)  # 9-bit signed
+        v_now = Signal(signed(32))
+        m.d.comb += v_now.eq(res_diff * self.res_mult + base)
+        shift_raw = i.param[64:70]
+        shift_m1 = Signal(6)  # s - 1 with s clamped to 1..MAX_SHIFT
+        m.d.comb += shift_m1.eq(Mux(shift_raw == 0, 0, Mux(shift_raw > MAX_SHIFT, MAX_SHIFT - 1,
+                                                                 shift_raw - 1)))
+
+        v = Signal(signed(32))
+        ones_complement = Signal(32)  # |v| - negative: v with every bit flipped when v < 0
+        negative = Signal()
+        mult_bits = Signal(32)  # PARAM bits 32..63: M (dyadic, bit 31 ignored) or float32
+        column_a = Signal(2)  # s = 16 a + b, 1 <= b <= 16
+        funnel = Signal(4)  # f = 16 - b: the left shift that puts s on a column boundary
+        zp_lo_hi = Signal(24)
+        tag = Signal(self.tag_bits)
+        m.d.sync += step.eq(Mux(take, 1, Mux((step == 0) | last, 0, step + 1)))
+        with m.If(take):
+            m.d.sync += [
+                v.eq(v_now), ones_complement.eq(v_now ^ v_now[31].replicate(32)),
+                negative.eq(v_now < 0), mult_bits.eq(i.param[32:64]),
+                column_a.eq(shift_m1[4:6]), funnel.eq(~shift_m1[0:4]),
+                zp_lo_hi.eq(i.param[72:96]), tag.eq(i.tag),
+            ]
+
+        y_paths = {}
+        if self.has_dyadic:
+            y_paths[PostMode.DYADIC] = self._compact_dyadic(m, step, take, ones_complement,
+                                                            negative, v_now < 0, i.param[32:63],
+                                                            mult_bits[0:31], column_a, funnel)
+        if self.has_ort:
+            y_paths[PostMode.ORT] = self._ort(m, _Stages(m, "post"), v, mult_bits)
+        y_req = Signal(signed(12))
+        for mode, y in y_paths.items():
+            with m.If(self.mode == mode):
+                m.d.comb += y_req.eq(y)
+
+        # -- the result: zero point, saturation, clip (combinational, from held values) ----
+        zp = self._out_type(zp_lo_hi[0:8])
+        y_zp = Signal(signed(13))
+        m.d.comb += y_zp.eq(y_req + zp)
+        # The clip bounds are bytes of the output type, so clipping alone also saturates.
+        lo, hi = self._out_type(zp_lo_hi[8:16]), self._out_type(zp_lo_hi[16:24])
+        raised = Signal(signed(13))
+        m.d.comb += raised.eq(Mux(y_zp < lo, lo, y_zp))
+        clipped = Signal(signed(10))  # clip_hi wins over clip_lo (min(max(y, lo), hi))
+        m.d.comb += clipped.eq(Mux(raised > hi, hi, raised))
+        m.d.comb += [
+            self.result.valid.eq(last),
+            self.result.payload.value.eq(Mux(self.mode == PostMode.ACC, v, clipped)),
+            self.result.payload.tag.eq(tag),
+            self.busy.eq(step != 0),
+        ]
+        return m
+
+    def _compact_dyadic(self, m: Module, step, take, ones_complement, negative, negative_now,
+                        mult_now, mult, column_a, funnel) -> Signal:
+        """``(v * M + 2**(s-1)) >> s`` clamped to 11 signed bits, from ``|v|`` on one 16 x 16
+        multiplier (module docstring, compact form). Steps 1..COMPACT_DYADIC_STEPS after
+        ``take``; the value is valid from the step after.
+
+        ``|v| * M = (|v| - negative) * M + negative * M``: the partial products take the
+        held ones' complement, and the accumulator starts at ``M`` for a negative ``v``
+        (``negative_now``, ``mult_now``: the arriving operand's), so no negation is built."""
+        magnitude = ones_complement
+        # Partial products |v|_i * M_j, i, j = 16-bit halves, in the order (0,0) (0,1) (1,0)
+        # (1,1); the last two steps only move the remaining columns out.
+        k = Signal(range(self.COMPACT_DYADIC_STEPS))  # step - 1 while the product runs
+        m.d.comb += k.eq(step - 1)
+        v_half = Signal(16)
+        m_half = Signal(16)
+        m.d.comb += [
+            v_half.eq(Mux(k[2], 0, Mux(k[1], magnitude[16:32], magnitude[0:16]))),
+            m_half.eq(Mux(k[0], mult[16:31], mult[0:16])),
+        ]
+        partial = Signal(32)
+        m.d.comb += partial.eq(v_half * m_half)
+        accumulator = Signal(34)  # the product from the current column up
+        total = Signal(34)
+        m.d.comb += total.eq(accumulator + partial)
+        column_done = k != 1  # (0,1) shares its column with (1,0)
+        running = (step != 0) & (step <= self.COMPACT_DYADIC_STEPS)
+        column = total[0:16]
+        previous = Signal(16)  # the column before, for the funnel shifter
+        shifted = Signal(16)  # a column of product * 2**f
+        m.d.comb += shifted.eq((Cat(previous, column) << funnel)[16:32])
+        index = Signal(3)  # which column of the shifted product ``shifted`` is
+        m.d.comb += index.eq(Mux(k == 0, 0, k - 1))
+
+        quotient = Signal(10)  # column a + 1: the integer part (below 2**10 unless overflow)
+        half = Signal()  # the top bit of column a: 2**(s-1)
+        sticky = Signal()  # any bit below it
+        overflow = Signal()  # the quotient is 2**10 or more
+        with m.If(take):
+            m.d.sync += [accumulator.eq(Mux(negative_now, mult_now, 0)), previous.eq(0),
+                         sticky.eq(0), overflow.eq(0)]
+        with m.Elif(running):
+            m.d.sync += accumulator.eq(Mux(column_done, total >> 16, total))
+            with m.If(column_done):
+                m.d.sync += previous.eq(column)
+                with m.If(index < column_a):
+                    m.d.sync += sticky.eq(sticky | shifted.any())
+                with m.If(index == column_a):
+                    m.d.sync += [half.eq(shifted[15]), sticky.eq(sticky | shifted[0:15].any())]
+                with m.If(index == column_a + 1):
+                    m.d.sync += [quotient.eq(shifted[0:10]),
+                                 overflow.eq(overflow | shifted[10:16].any())]
+                with m.If(index > column_a + 1):
+                    m.d.sync += overflow.eq(overflow | shifted.any())
+        # Round half up in v's sign: |v| rounds up at the half only when v >= 0; a negative
+        # v's magnitude rounds up past it (floor((-P + 2**(s-1)) / 2**s) = -ceil(...)).
+        rounded = Signal(11)
+        m.d.comb += rounded.eq(quotient + (half & (~negative | sticky)))
+        clamped = Signal(10)
+        m.d.comb += clamped.eq(Mux(overflow | rounded[10], 1023, rounded[0:10]))
+        y = Signal(signed(12))
+        m.d.comb += y.eq(Mux(negative, -clamped, clamped))
+        return y
 
     def _dyadic(self, m: Module, st: _Stages, v, par) -> Signal:
         """``(v * M + 2**(s-1)) >> s`` clamped to 11 signed bits; DYADIC_STAGES registers."""
@@ -261,11 +436,12 @@ class PostUnit(wiring.Component):
         return st.reg(Mux(shifted < -1024, -1024, Mux(shifted > 1023, 1023, shifted)),
                       signed(12), name="dy_y")
 
-    def _ort(self, m: Module, st: _Stages, v, par) -> Signal:
+    def _ort(self, m: Module, st: _Stages, v, bits) -> Signal:
         """onnxruntime's ``rint(float32(float32(v) * multiplier))``, exactly, clamped to
         +-1023 (every output type saturates beyond); ORT_STAGES registers.
 
-        The multiplier reads as 0 when negative, subnormal, infinite or NaN (as
+        ``bits``: the multiplier's float32 bits (PARAM bits 32..63). It reads as 0 when
+        negative, subnormal, infinite or NaN (as
         :func:`trilobit.sim.golden.ort_multiplier_from_bits`). The two float32 roundings are
         done on integers: ``float32(|v|) = k * 2**drop`` with a 24-bit significand ``k``; the
         product ``k * significand`` is rounded to 24 significant bits ``p24 * 2**pdrop``;
@@ -273,7 +449,6 @@ class PostUnit(wiring.Component):
         to an integer (half to even). Products below 2**-126 would be float32 subnormals, but
         they are below 0.5 and round to 0 either way.
         """
-        bits = par[32:64]
         exponent = bits[23:31]
         usable = ~bits[31] & (exponent != 0) & (exponent != 0xFF)
         # 1: sign and magnitude; a zero product (v = 0 or multiplier read as 0).

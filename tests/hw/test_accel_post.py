@@ -67,8 +67,9 @@ def expected_results(settings, acc, bias, residual, mult_bits, shift, zp, lo, hi
 
 
 def run_unit(config, batches, gap_prob, rng):
-    """Feed every batch (settings, operand arrays) with random gaps; return per batch the
-    results in order and check the latency and tags."""
+    """Feed every batch (settings, operand arrays) with random gaps (and at least the unit's
+    interval between operands); return per batch the results in order and check the latency
+    and tags."""
     unit = PostUnit(config, tag_bits=TAG_BITS)
     got = [[] for _ in batches]
     latency = unit.latency
@@ -84,7 +85,8 @@ def run_unit(config, batches, gap_prob, rng):
             n = len(ops["acc"])
             index = 0
             while index < n or ctx.get(unit.busy):
-                feed = index < n and rng.random() >= gap_prob
+                allowed = not fed or cycle - fed[-1][0] >= unit.interval
+                feed = index < n and allowed and rng.random() >= gap_prob
                 ctx.set(unit.operands.valid, feed)
                 if feed:
                     ctx.set(unit.operands.payload.acc, int(ops["acc"][index]))
@@ -210,3 +212,63 @@ def test_ort_only_unit_is_exact(rng):
 def test_tag_width_is_validated():
     with pytest.raises(ValueError, match="tag_bits"):
         PostUnit(preset("tiny"), tag_bits=0)
+
+
+# -- the compact form (config.compact): one result every ``interval`` cycles ------------------
+
+def dyadic_boundary_cases(rng, n):
+    """v, M bits and shift fields aimed at |v*M / 2**s| in 0..1100 for every shift (so the
+    quotient, the rounding bit and the sticky bits all decide), exact ties of both signs,
+    extreme v, and raw fields the unit clamps (shift 0 or above 62, bit 31 of M set)."""
+    shift = rng.integers(1, 63, n)
+    mult = rng.integers(1, 1 << 31, n)
+    target = rng.uniform(-1100, 1100, n)
+    v = np.clip(np.round(target * 2.0 ** shift / mult), -(1 << 31), (1 << 31) - 1)
+    v = v.astype(np.int64)
+    # ties: M = odd * 2**(s-1) makes v * M / 2**s = odd * v / 2, a .5 for odd v
+    ties = np.arange(0, n // 4)
+    shift[ties] = rng.integers(1, 32, ties.size)
+    mult[ties] = rng.choice([1, 3, 5, 255], ties.size) << (shift[ties] - 1)
+    v[ties] = rng.integers(-2000, 2000, ties.size) | 1
+    v[n // 4: n // 4 + 10] = [0, 1, -1, (1 << 31) - 1, -(1 << 31)] * 2
+    shift[n // 4: n // 4 + 10] = [1, 62, 31, 62, 62, 30, 33, 1, 40, 2]
+    raw = np.arange(n // 4 + 10, n // 4 + 30)
+    shift[raw] = rng.choice([0, 63, 64 + 7, 255, 128], raw.size)
+    mult[raw] = rng.integers(0, 1 << 32, raw.size)
+    return v, mult, shift
+
+
+@pytest.mark.parametrize("out_unsigned", [False, True], ids=["int8", "uint8"])
+def test_compact_dyadic_matches_requant_near_rounding_boundaries(rng, out_unsigned):
+    slim = preset("tiny").replace(requant_modes=("dyadic",), compact=True)
+    unit = PostUnit(slim)
+    assert unit.interval == unit.latency < PostUnit(slim.replace(compact=False)).latency
+    n = 600
+    v, mult, shift = dyadic_boundary_cases(rng, n)
+    batches = [
+        (settings(PostMode.DYADIC, out_unsigned=out_unsigned),
+         operands(rng, n, v=v, mult_bits=mult, shift=shift, out_unsigned=out_unsigned)),
+        (settings(PostMode.DYADIC, out_unsigned=out_unsigned, bias=True, residual=True,
+                  res_zp=-128, res_mult=-32768),
+         operands(rng, 100, mult_bits=rng.integers(1 << 30, 1 << 31, 100),
+                  shift=rng.integers(25, 45, 100), out_unsigned=out_unsigned)),
+        (settings(PostMode.ACC, bias=True, residual=True, res_zp=127, res_mult=32767),
+         operands(rng, 60, v=v[:60])),
+        (settings(PostMode.ACC, no_acc=True, bias=True), operands(rng, 20)),
+    ]
+    check(slim, batches, rng, gap_prob=0.3)
+
+
+def test_compact_unit_at_full_rate_and_with_ort(rng):
+    """Operands back to back at the interval (no extra gaps), both requantizers built."""
+    config = preset("tiny").replace(compact=True)
+    v, bits = ort_cases(rng, 400)
+    dv, dmult, dshift = dyadic_boundary_cases(rng, 200)
+    batches = [
+        (settings(PostMode.ORT, bias=True), operands(rng, v.size, v=v, mult_bits=bits)),
+        (settings(PostMode.DYADIC, residual=True, res_zp=3, res_mult=-7),
+         operands(rng, dv.size, v=dv, mult_bits=dmult, shift=dshift)),
+        (settings(PostMode.ORT, out_unsigned=True),
+         operands(rng, 200, v=v[:200], mult_bits=bits[:200], out_unsigned=True)),
+    ]
+    check(config, batches, rng, gap_prob=0.0)
