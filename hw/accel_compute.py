@@ -100,6 +100,7 @@ __all__ = [
     "TlmmGemmUnit",
     "BitSerialGemmUnit",
     "exact_log2",
+    "pointer_bits",
     "tlmm_engine_params",
     "bitserial_engine_params",
     "ternary_code_value",
@@ -114,6 +115,10 @@ ACT_BITS = 8
 SCALE_BITS = 8
 #: INP lines queued ahead of the table-lookup unit's activation window.
 ACT_QUEUE = 4
+#: ... in the compact form (still a line a cycle, but no slack for the window's stalls).
+COMPACT_ACT_QUEUE = 2
+#: Width of the units' buffer address ports, bits.
+ADDR_BITS = 17
 
 #: One GEMM instruction as the compute units take it (field widths as in ``trilobit.isa``).
 GEMM_TILE = data.StructLayout({
@@ -141,6 +146,16 @@ def exact_log2(x: int) -> int:
     if x < 1 or x & (x - 1):
         raise ConfigError(f"expected a power of two, got {x}")
     return x.bit_length() - 1
+
+
+def pointer_bits(config: AcceleratorConfig, buffer: str, unit_bytes: int = 0) -> int:
+    """Width of a unit's registers holding addresses into ``buffer`` in units of
+    ``unit_bytes`` (default: lines), bits: :data:`ADDR_BITS`, or in the compact form the
+    buffer's own address width. Pointers only ever add, so their low bits are the same either
+    way, and the buffers take only those."""
+    if not config.compact:
+        return ADDR_BITS
+    return max(1, exact_log2(config.buffer_bytes(buffer) // (unit_bytes or config.line_bytes)))
 
 
 def ternary_code_value(code: int) -> int:
@@ -196,15 +211,15 @@ def unit_signature(width: int) -> dict:
     return {
         "tile": In(stream.Signature(GEMM_TILE)),
         "busy": Out(1),
-        "inp_addr": Out(17),
+        "inp_addr": Out(ADDR_BITS),
         "inp_data": In(width),
-        "wgt_addr": Out(17),
+        "wgt_addr": Out(ADDR_BITS),
         "wgt_data": In(width),
-        "meta_addr": Out(17),
+        "meta_addr": Out(ADDR_BITS),
         "meta_data": In(width),
-        "acc_raddr": Out(17),
+        "acc_raddr": Out(ADDR_BITS),
         "acc_rdata": In(width),
-        "acc_waddr": Out(17),
+        "acc_waddr": Out(ADDR_BITS),
         "acc_wdata": Out(width),
         "acc_wen": Out(width // 32),
     }
@@ -284,13 +299,19 @@ class _RegisteredStream:
     unit drives ``valid``/``payloads`` and sees ``ready``; the sinks see the registered beat a
     cycle later. Full throughput (``ready`` while the register is empty or being taken); it
     keeps the unit's beat formation (line windows, slot muxes, group-index tables) and the
-    engine's first stage in separate cycles."""
+    engine's first stage in separate cycles. ``registered=False`` (compact units) connects
+    the beat straight through instead."""
 
-    def __init__(self, m: Module, name: str, *sinks: stream.Interface):
+    def __init__(self, m: Module, name: str, *sinks: stream.Interface, registered: bool = True):
         self.valid = Signal(name=f"{name}_valid")
         self.ready = Signal(name=f"{name}_ready")
         self.payloads = [Signal.like(s.payload, name=f"{name}_payload{i}")
                          for i, s in enumerate(sinks)]
+        if not registered:  # compact: the beat goes straight to the sinks
+            m.d.comb += self.ready.eq(sinks[0].ready)
+            for sink, payload in zip(sinks, self.payloads, strict=True):
+                m.d.comb += [sink.valid.eq(self.valid), sink.payload.eq(payload)]
+            return
         held = Signal(name=f"{name}_held")
         m.d.comb += self.ready.eq(~held | sinks[0].ready)
         for i, (sink, payload) in enumerate(zip(sinks, self.payloads, strict=True)):
@@ -306,6 +327,105 @@ class _RegisteredStream:
         return self.valid & self.ready
 
 
+class _WgtLinePointers:
+    """WGT read addresses of a unit's filler, which stages line ``wl`` of each channel of a
+    block, two channels a cycle: port ``a`` (WGT) reads channel ``row``, port ``b`` (metadata)
+    channel ``row + 1``, ``w_row`` lines further. Counts (line ``wl``, channel block ``j0``,
+    activation row ``i``) like the unit's other processes.
+
+    Every address is a register (``b`` and channel 1's line and block bases too), so no adder
+    sits in front of a read port; ``compact`` keeps channel 0's only and forms ``b`` with an
+    adder (``a + w_row``), for a lower clock rate.
+
+    Args:
+        m: the unit's module.
+        tile: the unit's latched :data:`GEMM_TILE`.
+        block: channels per block.
+        config: the accelerator (``compact``; the pointers' width, :func:`pointer_bits`).
+    """
+
+    def __init__(self, m: Module, tile, block: int, config: AcceleratorConfig):
+        compact = config.compact
+        self.m, self.tile, self.block, self.compact = m, tile, block, compact
+        bits = pointer_bits(config, "wgt")
+        self.ptr_a = Signal(bits, name="f_ptr_a")
+        self.ptr_b = Signal(bits, name="f_ptr_b")
+        self.line0 = Signal(bits, name="f_line0")  # WGT line wl of the block's channel 0
+        self.wblk = Signal(bits, name="f_wblk")  # WGT line 0 of the block's channel 0
+        # WGT lines between consecutive channel blocks: block * w_row
+        self.blk_stride = Signal(bits, name="blk_stride")
+        self.wl = Signal(17, name="f_wl")
+        self.j0 = Signal(13, name="f_j0")
+        self.i = Signal(8, name="f_i")
+        if compact:
+            m.d.comb += self.ptr_b.eq(self.ptr_a + tile.w_row)
+        else:
+            self.line0_b = Signal(17, name="f_line0_b")  # ... of its channel 1
+            self.wblk_b = Signal(17, name="f_wblk_b")
+            self.wgt_b = Signal(17, name="wgt_b")  # WGT line of channel 1 of the first block
+
+    def constants(self) -> list:
+        """Per-instruction values, registered in the unit's ``go`` cycle."""
+        tile = self.tile
+        stride = [self.blk_stride.eq(tile.w_row * self.block)]
+        return stride if self.compact else [*stride, self.wgt_b.eq(tile.wgt + tile.w_row)]
+
+    def _point(self, a, b) -> list:
+        """Both ports at channel-0 line ``a`` (``b``: the same line of channel 1)."""
+        return [self.ptr_a.eq(a)] if self.compact else [self.ptr_a.eq(a), self.ptr_b.eq(b)]
+
+    def start(self) -> list:
+        """The first line of the first block (from the cycle after ``go``)."""
+        tile = self.tile
+        first = [self.wl.eq(0), self.j0.eq(0), self.i.eq(0)]
+        if self.compact:
+            return [*first, self.ptr_a.eq(tile.wgt), self.line0.eq(tile.wgt),
+                    self.wblk.eq(tile.wgt)]
+        return [*first, self.ptr_a.eq(tile.wgt), self.ptr_b.eq(tile.wgt + tile.w_row),
+                self.line0.eq(tile.wgt), self.line0_b.eq(tile.wgt + tile.w_row),
+                self.wblk.eq(tile.wgt), self.wblk_b.eq(tile.wgt + tile.w_row)]
+
+    def pair(self) -> list:
+        """Two channels read this cycle: on to the next two."""
+        two_rows = self.tile.w_row << 1
+        return self._point(self.ptr_a + two_rows, self.ptr_b + two_rows)
+
+    def single(self) -> list:
+        """One channel read this cycle (port ``a``): on to the next one."""
+        return self._point(self.ptr_b, self.ptr_b + self.tile.w_row)
+
+    def next_set(self, lines_per_channel, on_done: list) -> None:
+        """The block's last channels of line ``wl`` are read this cycle (called inside that
+        condition): point at the next set - the next line, the next block of channels, or the
+        first block again for the next activation row; ``on_done`` (statements) if that was
+        the instruction's last set."""
+        m, tile, wl = self.m, self.tile, self.wl
+        if self.compact:
+            m.d.sync += [wl.eq(wl + 1), self.line0.eq(self.line0 + 1),
+                         *self._point(self.line0 + 1, None)]
+        else:
+            m.d.sync += [wl.eq(wl + 1), self.line0.eq(self.line0 + 1),
+                         self.line0_b.eq(self.line0_b + 1),
+                         *self._point(self.line0 + 1, self.line0_b + 1)]
+        with m.If(wl + 1 == lines_per_channel):
+            next_a = self.wblk + self.blk_stride
+            if self.compact:
+                m.d.sync += [wl.eq(0), self.wblk.eq(next_a), self.line0.eq(next_a),
+                             self.ptr_a.eq(next_a)]
+                on_row_end = [self.wblk.eq(tile.wgt), self.line0.eq(tile.wgt),
+                              self.ptr_a.eq(tile.wgt)]
+            else:
+                next_b = self.wblk_b + self.blk_stride
+                m.d.sync += [wl.eq(0), self.wblk.eq(next_a), self.wblk_b.eq(next_b),
+                             self.line0.eq(next_a), self.line0_b.eq(next_b),
+                             self.ptr_a.eq(next_a), self.ptr_b.eq(next_b)]
+                on_row_end = [self.wblk.eq(tile.wgt), self.wblk_b.eq(self.wgt_b),
+                              self.line0.eq(tile.wgt), self.line0_b.eq(self.wgt_b),
+                              self.ptr_a.eq(tile.wgt), self.ptr_b.eq(self.wgt_b)]
+            with m.If(_next_block(m, tile, self.block, self.j0, self.i, on_row_end)):
+                m.d.sync += on_done
+
+
 class _AccWriter:
     """Adds an engine's result blocks into ACC, one int32 entry per cycle (read, then write).
 
@@ -318,6 +438,8 @@ class _AccWriter:
         self.m, self.unit, self.out, self.block = m, unit, out, block
         self.value_of = value_of  # (latched payload, index) -> signed value
         self.eb = exact_log2(line // 4)
+        self.entry_bits = pointer_bits(unit.config, "acc", 4)
+        self.line_bits = pointer_bits(unit.config, "acc")
 
     def elaborate(self, tile, start, first_entry) -> tuple[Signal, Signal]:
         """Add the writer; ``start`` pulses in the cycle ``tile`` is latched, with the
@@ -328,14 +450,14 @@ class _AccWriter:
         held = Signal.like(self.out.payload)
         j0 = Signal(13)
         i = Signal(8)
-        ptr = Signal(17)
+        ptr = Signal(self.entry_bits)
         index = Signal(range(block + 1))
         count = Signal(range(block + 1))
         busy = Signal()
         # write stage: one cycle after the read of the same entry
         w_valid = Signal()
         w_sel = Signal(max(eb, 1))
-        w_line = Signal(17)
+        w_line = Signal(self.line_bits)
         w_value = Signal(32)
 
         with m.If(start):
@@ -415,8 +537,7 @@ class TlmmGemmUnit(wiring.Component):
         slot4 = Signal()  # 4-bit slots (INT4) instead of 2-bit ones
         ternary = Signal()
         k_short = Signal()  # the block takes one beat: k <= N
-        blk_stride = Signal(17)  # WGT lines between consecutive channel blocks: R * w_row
-        wgt_b = Signal(17)  # WGT line of channel 1 of the first block
+        wptr = _WgtLinePointers(m, tile, R, self.config)
         multiplier, shift = _reciprocal(N, MAX_K + N - 1)
         with m.If(go):
             m.d.sync += [
@@ -425,8 +546,7 @@ class TlmmGemmUnit(wiring.Component):
                 ternary.eq(tile.wfmt == WeightEncoding.TERNARY),
                 planes.eq(Mux(tile.wfmt == WeightEncoding.INT4, 4,
                               Mux(tile.wfmt == WeightEncoding.INT2, 2, 1))),
-                blk_stride.eq(tile.w_row * R),
-                wgt_b.eq(tile.wgt + tile.w_row),
+                *wptr.constants(),
                 k_short.eq(tile.k <= N),
             ]
 
@@ -441,20 +561,11 @@ class TlmmGemmUnit(wiring.Component):
         f_active = Signal()
         f_wait = Signal()  # the set is issued; the next one starts when it enters the window
         f_row = Signal(range(R + 2))  # row of the read on the WGT port (the other: f_row + 1)
-        f_ptr_a = Signal(17)
-        f_ptr_b = Signal(17)
-        f_line0 = Signal(17)  # WGT line wl of the block's channel 0
-        f_line0_b = Signal(17)  # ... of its channel 1
-        f_wblk = Signal(17)  # WGT line 0 of the block's channel 0
-        f_wblk_b = Signal(17)
-        f_wl = Signal(17)
-        f_j0 = Signal(13)
-        f_i = Signal(8)
         f_wr = Signal()  # the reads issued in the previous cycle are to be stored
         f_wr_b = Signal()  # ... including the one on the metadata port
         f_wr_row = Signal(range(R + 1))
         f_wr_last = Signal()
-        m.d.comb += [self.wgt_addr.eq(f_ptr_a), self.meta_addr.eq(f_ptr_b),
+        m.d.comb += [self.wgt_addr.eq(wptr.ptr_a), self.meta_addr.eq(wptr.ptr_b),
                      wwin.push.eq(p_full & wwin.room)]
         for r in range(R):
             m.d.comb += wwin.data[r].eq(pending[r])
@@ -473,39 +584,26 @@ class TlmmGemmUnit(wiring.Component):
         set_last = f_row + 2 >= R
         with m.If(f_issue):
             m.d.sync += [f_wr.eq(1), f_wr_b.eq(f_row + 1 < R), f_wr_row.eq(f_row),
-                         f_wr_last.eq(set_last), f_row.eq(f_row + 2),
-                         f_ptr_a.eq(f_ptr_a + (tile.w_row << 1)),
-                         f_ptr_b.eq(f_ptr_b + (tile.w_row << 1))]
+                         f_wr_last.eq(set_last), f_row.eq(f_row + 2), *wptr.pair()]
             with m.If(set_last):
-                # the set is issued: point at the next one (the next line, the next block of
-                # channels, or the first block again for the next activation row)
-                m.d.sync += [f_wait.eq(1), f_row.eq(0), f_wl.eq(f_wl + 1),
-                             f_line0.eq(f_line0 + 1), f_line0_b.eq(f_line0_b + 1),
-                             f_ptr_a.eq(f_line0 + 1), f_ptr_b.eq(f_line0_b + 1)]
-                with m.If(f_wl + 1 == tile.w_row):
-                    next_a, next_b = f_wblk + blk_stride, f_wblk_b + blk_stride
-                    m.d.sync += [f_wl.eq(0), f_wblk.eq(next_a), f_wblk_b.eq(next_b),
-                                 f_line0.eq(next_a), f_line0_b.eq(next_b),
-                                 f_ptr_a.eq(next_a), f_ptr_b.eq(next_b)]
-                    done = next_block(f_j0, f_i, on_row_end=[
-                        f_wblk.eq(tile.wgt), f_wblk_b.eq(wgt_b), f_line0.eq(tile.wgt),
-                        f_line0_b.eq(wgt_b), f_ptr_a.eq(tile.wgt), f_ptr_b.eq(wgt_b)])
-                    with m.If(done):
-                        m.d.sync += f_active.eq(0)
+                # the set is issued: the next one starts once this one enters the window
+                m.d.sync += [f_wait.eq(1), f_row.eq(0)]
+                wptr.next_set(tile.w_row, on_done=[f_active.eq(0)])
 
         # -- INP reader: the activation row's lines, once per block, into a queue of
         # ACT_QUEUE lines (a read returns a cycle later; the window takes up to a line a cycle)
-        m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=ACT_QUEUE)
+        queue = COMPACT_ACT_QUEUE if self.config.compact else ACT_QUEUE
+        m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=queue)
         r_active = Signal()
         r_line = Signal(16)
         r_j0 = Signal(13)
         r_i = Signal(8)
-        r_addr = Signal(17)  # INP line r_line of the activation row
-        r_abase = Signal(17)  # INP line 0 of the activation row
+        r_addr = Signal(pointer_bits(self.config, "inp"))  # INP line r_line of the row
+        r_abase = Signal(pointer_bits(self.config, "inp"))  # INP line 0 of the activation row
         r_inflight = Signal()
         m.d.comb += self.inp_addr.eq(r_addr)
         # a read is issued only if its line will find room in the queue a cycle later
-        r_issue = r_active & (act_lines.level + r_inflight < ACT_QUEUE)
+        r_issue = r_active & (act_lines.level + r_inflight < queue)
         m.d.sync += r_inflight.eq(r_issue)
         with m.If(r_issue):
             m.d.sync += [r_line.eq(r_line + 1), r_addr.eq(r_addr + 1)]
@@ -520,7 +618,7 @@ class TlmmGemmUnit(wiring.Component):
         # -- activation beats: N consecutive activations of the row, across INP lines; zero
         # past k. ``a_left`` counts the activations of the block from this beat on. ------------
         a_step = math.gcd(N, line)  # every beat starts at a multiple of this byte offset
-        act_in = _RegisteredStream(m, "act_in", engine.act)
+        act_in = _RegisteredStream(m, "act_in", engine.act, registered=not self.config.compact)
         awin = _LineWindow("awin", 1, 8 * line, _window_depth(N, line, a_step))
         a_off = Signal(range(line))
         a_left = Signal(signed(18))  # activations of the block from this beat on
@@ -570,7 +668,7 @@ class TlmmGemmUnit(wiring.Component):
         # -- weight beats: the N slots of each row at the beat's position, per plane ----------
         # ``w_off`` is in 2-bit units into the oldest staged line (INT4 slots take two).
         w_step = math.gcd(N, units)
-        w_in = _RegisteredStream(m, "w_in", engine.weights)
+        w_in = _RegisteredStream(m, "w_in", engine.weights, registered=not self.config.compact)
         w_off = Signal(range(units))
         w_left = Signal(signed(18))  # weights of the block from this beat on
         w_last = Signal()  # this beat ends the block's weights: w_left <= N
@@ -628,10 +726,7 @@ class TlmmGemmUnit(wiring.Component):
         # -- start: the processes begin in the cycle after ``go`` ------------------------------
         with m.If(go):
             m.d.sync += [
-                f_active.eq(1), f_wait.eq(0), f_row.eq(0), p_full.eq(0), f_wl.eq(0),
-                f_j0.eq(0), f_i.eq(0), f_ptr_a.eq(tile.wgt), f_ptr_b.eq(tile.wgt + tile.w_row),
-                f_line0.eq(tile.wgt), f_line0_b.eq(tile.wgt + tile.w_row), f_wblk.eq(tile.wgt),
-                f_wblk_b.eq(tile.wgt + tile.w_row),
+                f_active.eq(1), f_wait.eq(0), f_row.eq(0), p_full.eq(0), *wptr.start(),
                 r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(tile.inp),
                 r_addr.eq(tile.inp),
                 c_active.eq(1), c_j0.eq(0), c_i.eq(0),
@@ -722,9 +817,10 @@ class BitSerialGemmUnit(wiring.Component):
         q_active = Signal()
         q_group = Signal(17)
         q_col = Signal(range(C + 1))
-        q_ptr = Signal(17)  # metadata line of (channel j0 + q_col, group q_group)
-        q_lbase = Signal(17)  # metadata line of (channel j0, group q_group)
-        q_mblk = Signal(17)  # metadata line of channel j0, group 0
+        wgt_bits = pointer_bits(self.config, "wgt")
+        q_ptr = Signal(wgt_bits)  # metadata line of (channel j0 + q_col, group q_group)
+        q_lbase = Signal(wgt_bits)  # metadata line of (channel j0, group q_group)
+        q_mblk = Signal(wgt_bits)  # metadata line of channel j0, group 0
         q_j0 = Signal(13)
         q_i = Signal(8)
         q_have = Signal()
@@ -781,23 +877,14 @@ class BitSerialGemmUnit(wiring.Component):
         f_active = Signal()
         f_buf = Signal()
         f_row = Signal(range(C + 2))  # channel read on the WGT port (the other: f_row + 1)
-        f_ptr_a = Signal(17)
-        f_ptr_b = Signal(17)
-        f_line0 = Signal(17)  # WGT line wl of the block's channel 0
-        f_line0_b = Signal(17)  # ... of its channel 1
-        f_wblk = Signal(17)  # WGT line 0 of the block's channel 0
-        f_wblk_b = Signal(17)
-        wgt_b = Signal(17)  # WGT line of channel 1 of the first block
-        blk_stride = Signal(17)  # WGT lines between consecutive channel blocks: C * w_row
-        f_wl = Signal(17)
-        f_j0 = Signal(13)
-        f_i = Signal(8)
+        wptr = _WgtLinePointers(m, tile, C, self.config)
         f_wr = Signal()  # the reads issued in the previous cycle are to be stored
         f_wr_b = Signal()  # ... including one on the metadata port
         f_wr_buf = Signal()
         f_wr_row = Signal(range(C + 1))
         f_wr_last = Signal()
-        m.d.comb += [self.wgt_addr.eq(f_ptr_a), self.meta_addr.eq(Mux(q_read, q_ptr, f_ptr_b))]
+        m.d.comb += [self.wgt_addr.eq(wptr.ptr_a),
+                     self.meta_addr.eq(Mux(q_read, q_ptr, wptr.ptr_b))]
         m.d.sync += f_wr.eq(0)
         with m.If(f_wr):
             for b in range(2):
@@ -817,26 +904,13 @@ class BitSerialGemmUnit(wiring.Component):
             m.d.sync += [f_wr.eq(1), f_wr_b.eq(f_pair), f_wr_buf.eq(f_buf), f_wr_row.eq(f_row),
                          f_wr_last.eq(set_last)]
             with m.If(f_pair):
-                m.d.sync += [f_row.eq(f_row + 2), f_ptr_a.eq(f_ptr_a + (tile.w_row << 1)),
-                             f_ptr_b.eq(f_ptr_b + (tile.w_row << 1))]
+                m.d.sync += [f_row.eq(f_row + 2), *wptr.pair()]
             with m.Else():
-                m.d.sync += [f_row.eq(f_row + 1), f_ptr_a.eq(f_ptr_b),
-                             f_ptr_b.eq(f_ptr_b + tile.w_row)]
+                m.d.sync += [f_row.eq(f_row + 1), *wptr.single()]
             with m.If(set_last):
                 # the set is issued: the next one goes to the other buffer
-                m.d.sync += [f_buf.eq(~f_buf), f_row.eq(0), f_wl.eq(f_wl + 1),
-                             f_line0.eq(f_line0 + 1), f_line0_b.eq(f_line0_b + 1),
-                             f_ptr_a.eq(f_line0 + 1), f_ptr_b.eq(f_line0_b + 1)]
-                with m.If(f_wl + 1 == n_wlines):
-                    next_a, next_b = f_wblk + blk_stride, f_wblk_b + blk_stride
-                    m.d.sync += [f_wl.eq(0), f_wblk.eq(next_a), f_wblk_b.eq(next_b),
-                                 f_line0.eq(next_a), f_line0_b.eq(next_b),
-                                 f_ptr_a.eq(next_a), f_ptr_b.eq(next_b)]
-                    done = next_block(f_j0, f_i, on_row_end=[
-                        f_wblk.eq(tile.wgt), f_wblk_b.eq(wgt_b), f_line0.eq(tile.wgt),
-                        f_line0_b.eq(wgt_b), f_ptr_a.eq(tile.wgt), f_ptr_b.eq(wgt_b)])
-                    with m.If(done):
-                        m.d.sync += f_active.eq(0)
+                m.d.sync += [f_buf.eq(~f_buf), f_row.eq(0)]
+                wptr.next_set(n_wlines, on_done=[f_active.eq(0)])
 
         # -- INP reader: the activation row's lines, once per block, into a 2-line queue ----
         m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=2)
@@ -844,8 +918,8 @@ class BitSerialGemmUnit(wiring.Component):
         r_line = Signal(17)
         r_j0 = Signal(13)
         r_i = Signal(8)
-        r_abase = Signal(17)  # INP line 0 of the activation row
-        r_addr = Signal(17)  # INP line r_line of the activation row
+        r_abase = Signal(pointer_bits(self.config, "inp"))  # INP line 0 of the activation row
+        r_addr = Signal(pointer_bits(self.config, "inp"))  # INP line r_line of the row
         r_inflight = Signal()
         m.d.comb += self.inp_addr.eq(r_addr)
         # a read is issued only if its line will find room in the queue a cycle later
@@ -870,7 +944,8 @@ class BitSerialGemmUnit(wiring.Component):
         a_have = Signal()
         a_line = Signal(8 * line)
         chunks_per_line = line // W
-        chunk_in = _RegisteredStream(m, "chunk_in", engine.act, engine.weights)
+        chunk_in = _RegisteredStream(m, "chunk_in", engine.act, engine.weights,
+                                     registered=not self.config.compact)
         act_word = a_line.word_select(e_t[lw:lb], 8 * W) if chunks_per_line > 1 else a_line
         for d in range(W):
             byte = act_word[8 * d: 8 * d + 8].as_signed()
@@ -907,14 +982,11 @@ class BitSerialGemmUnit(wiring.Component):
         # -- start: the processes begin in the cycle after ``go`` ------------------------------
         with m.If(go):
             m.d.sync += [
-                blk_stride.eq(tile.w_row * C), wgt_b.eq(tile.wgt + tile.w_row),
+                *wptr.constants(),
                 q_active.eq(1), q_group.eq(0), q_col.eq(0), q_ptr.eq(tile.meta_line),
                 q_lbase.eq(tile.meta_line), q_mblk.eq(tile.meta_line), q_j0.eq(0), q_i.eq(0),
                 q_have.eq(0),
-                f_active.eq(1), f_buf.eq(0), f_row.eq(0), f_wl.eq(0), f_j0.eq(0), f_i.eq(0),
-                f_ptr_a.eq(tile.wgt), f_ptr_b.eq(tile.wgt + tile.w_row),
-                f_line0.eq(tile.wgt), f_line0_b.eq(tile.wgt + tile.w_row),
-                f_wblk.eq(tile.wgt), f_wblk_b.eq(tile.wgt + tile.w_row), full.eq(0),
+                f_active.eq(1), f_buf.eq(0), f_row.eq(0), *wptr.start(), full.eq(0),
                 r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(tile.inp),
                 r_addr.eq(tile.inp),
                 e_active.eq(1), e_t.eq(0), e_rem.eq(tile.k), e_buf.eq(0), e_j0.eq(0),

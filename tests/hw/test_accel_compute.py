@@ -430,3 +430,100 @@ def test_bitserial_unit_blocks_of_one_chunk():
         case = make_case(config, fmt, 3, 5, k, rng, meta=True, accumulate=True)
         results, _ = run_unit(BitSerialGemmUnit, config, [case])
         np.testing.assert_array_equal(results[0], case[2], err_msg=f"{fmt.name} k={k}")
+
+
+# -- the compact form (config.compact): fewer registers, same results -------------------------
+
+def compact_case(config, fmt, m, n, k, rng, **kw):
+    """``make_case`` for the compact form of ``config`` with buffers exactly as large as the
+    images (padded to powers of two), so the units' pointers are as narrow as the buffers'
+    addresses: an address computed one bit too narrow reads the wrong line."""
+    images, fields, expected = make_case(config, fmt, m, n, k, rng, **kw)
+    if config.bitserial is None:  # no metadata: WGT ends after the weight rows (and a line)
+        inp, wgt, acc = images
+        images = (inp, wgt[: (fields["meta_line"] + 1) * config.line_bytes], acc)
+    sizes = {name: 1 << max(int(image.nbytes - 1).bit_length(), 2)
+             for name, image in zip(("inp", "wgt", "acc"), images, strict=True)}
+    inp, wgt, acc = (np.concatenate([image.view(np.uint8),
+                                     np.zeros(sizes[name] - image.nbytes, np.uint8)])
+                     for name, image in zip(("inp", "wgt", "acc"), images, strict=True))
+    acc = acc.view(np.int32)
+    expected = np.concatenate([expected, acc[len(expected):].astype(np.int64)])
+    compact = config.replace(compact=True, inp_bytes=sizes["inp"], wgt_bytes=sizes["wgt"],
+                             acc_bytes=sizes["acc"])
+    return compact, ((inp, wgt, acc), fields, expected)
+
+
+@pytest.mark.parametrize("fmt", TLMM_FORMATS, ids=lambda f: f.name)
+def test_compact_tlmm_unit_matches_isa_under_stalls(fmt):
+    rng = np.random.default_rng(50 + int(fmt))
+    for base, (m, n, k, acc) in [
+        (small_tlmm(group_size=2, rows=2, units=1, mem_width=32), (2, 5, 37, True)),
+        (small_tlmm(), (1, 9, 70, False)),
+        (small_tlmm(group_size=4, rows=3, units=1, mem_width=32), (3, 4, 8, True)),
+    ]:
+        config, case = compact_case(base, fmt, m, n, k, rng, accumulate=acc)
+        results, _ = run_unit(TlmmGemmUnit, config, [case], seed=k)
+        np.testing.assert_array_equal(results[0], case[2], err_msg=f"m={m} n={n} k={k}")
+
+
+@pytest.mark.parametrize("extreme", ["max", "zero", "ones"])
+def test_compact_tlmm_unit_extremes(extreme):
+    rng = np.random.default_rng(51)
+    base = small_tlmm(group_size=2, rows=2, units=1, mem_width=32)
+    for fmt in TLMM_FORMATS:
+        config, case = compact_case(base, fmt, 2, 3, 29, rng, accumulate=True, extreme=extreme)
+        results, _ = run_unit(TlmmGemmUnit, config, [case])
+        np.testing.assert_array_equal(results[0], case[2], err_msg=fmt.name)
+
+
+def test_compact_tlmm_unit_at_the_largest_k_and_wrapping():
+    """k = 65535 with activations -128/127 and all weights -1, accumulated onto ACC values
+    near 2**31 so the sums wrap modulo 2**32, on the iCEBreaker's engine shape, two channel
+    blocks. (64-bit lines: with 32-bit ones k = 65535 takes 16384 INP lines per row, one more
+    than the 14-bit ``a_row`` of GEMM_TILE and of the core's dispatcher can hold.)"""
+    rng = np.random.default_rng(52)
+    base = small_tlmm(group_size=2, rows=2, units=1, mem_width=64)
+    config, ((inp, wgt, acc), fields, _) = compact_case(
+        base, WeightEncoding.TERNARY, 1, 3, 65535, rng, accumulate=True, extreme="max")
+    k, first = fields["k"], fields["acc"]
+    act = np.where(np.arange(k) % 2 == 0, -128, 127).astype(np.int64)
+    dot = int(-act.sum())  # every weight is -1
+    acc[first: first + 3] = [2**31 - 1, -2**31, 2**31 - 100]
+    expected = acc.astype(np.int64)
+    expected[first: first + 3] += dot
+    results, _ = run_unit(TlmmGemmUnit, config, [((inp, wgt, acc), fields, None)],
+                          max_cycles=1_000_000)
+    np.testing.assert_array_equal(results[0], wrap_int32(expected))
+
+
+@pytest.mark.parametrize("fmt", [WeightEncoding.INT8, WeightEncoding.FP4, WeightEncoding.INT3],
+                         ids=lambda f: f.name)
+def test_compact_bitserial_unit_matches_isa_under_stalls(fmt):
+    rng = np.random.default_rng(53 + int(fmt))
+    for base, (m, n, k, meta, acc) in [
+        (small_bitserial(), (2, 4, 37, True, False)),
+        (small_bitserial(rows=2, lanes=4, group_size=8, mem_width=32), (2, 3, 21, True, True)),
+    ]:
+        config, case = compact_case(base, fmt, m, n, k, rng, meta=meta, accumulate=acc)
+        results, _ = run_unit(BitSerialGemmUnit, config, [case], seed=k)
+        np.testing.assert_array_equal(results[0], case[2], err_msg=f"m={m} n={n} k={k}")
+
+
+def test_compact_units_run_back_to_back_tiles():
+    rng = np.random.default_rng(54)
+    for unit_class, base, fmt, kw in [
+        (TlmmGemmUnit, small_tlmm(group_size=2, rows=2, units=1, mem_width=32),
+         WeightEncoding.INT4, {}),
+        (BitSerialGemmUnit, small_bitserial(rows=2, lanes=4, group_size=8, mem_width=32),
+         WeightEncoding.INT4, {"meta": True}),
+    ]:
+        config, first = compact_case(base, fmt, 2, 5, 40, rng, accumulate=False, **kw)
+        base_result = first[2].astype(np.int64)
+        doubled = base_result.copy()
+        lo, hi = first[1]["acc"], first[1]["acc"] + 10
+        doubled[lo:hi] = base_result[lo:hi] * 2
+        second = (first[0], dict(first[1], accumulate=1), wrap_int32(doubled))
+        results, _ = run_unit(unit_class, config, [first, second])
+        np.testing.assert_array_equal(results[0], first[2], err_msg=unit_class.__name__)
+        np.testing.assert_array_equal(results[1], second[2], err_msg=unit_class.__name__)
