@@ -32,7 +32,11 @@ AXI4 / AXI4-Lite: :mod:`trilobit.hw.accel_axi` wraps this core.
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+import dataclasses
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.data import StructLayout
 from amaranth.lib.fifo import SyncFIFO
@@ -73,6 +77,36 @@ def field_values(insn: Signal, opcode: Opcode) -> dict:
         v = insn[f.lsb : f.lsb + f.width]
         values[f.name] = v.as_signed() if f.signed else v
     return values
+
+
+@dataclass(frozen=True)
+class _SequenceEntry:
+    """One product or check of a compact core's dispatch sequence (``AcceleratorCore``):
+    ``factors[0] * factors[1] + sum(terms)``, compared with ``limit`` (``<`` if ``below``,
+    else ``>``) into the 1-bit ``result``; without terms the product itself is the result.
+    Skipped unless ``when``."""
+
+    factors: tuple | None
+    terms: tuple
+    limit: object
+    below: bool
+    result: Signal
+    when: object
+
+    def narrower_last(self) -> _SequenceEntry:
+        """The same entry with the narrower factor second (it sets the cycle count)."""
+        if self.factors and len(self.factors[0]) < len(self.factors[1]):
+            return dataclasses.replace(self, factors=self.factors[::-1])
+        return self
+
+    @property
+    def width(self) -> int:
+        """Bits the running sum needs (exact for checks, the result's width for products)."""
+        if not self.terms:
+            return len(self.result)
+        product = [len(self.factors[0]) + len(self.factors[1])] if self.factors else []
+        bits = max(product + [len(Value.cast(t)) for t in self.terms])
+        return bits + len(self.terms)
 
 
 def _ceil_shift(value, shift: int):
@@ -160,7 +194,9 @@ class AcceleratorCore(wiring.Component):
         irq_pending = Signal()
         state = Signal(2)
         error_code = Signal(8)
-        error_pc = Signal(32)
+        pc = Signal(32)  # index of the instruction the dispatcher is at
+        error_pc = Signal(32)  # pc holds still from a run's end until the next START
+        m.d.comb += error_pc.eq(Mux(state == STATE_ERROR, pc, 0))
         start = Signal()
         counters = {name: Signal(32, name=f"cnt_{name}") for name in COUNTERS}
         # Without perf_counters only the watchdog's cycle counter exists; the others read 0.
@@ -217,7 +253,6 @@ class AcceleratorCore(wiring.Component):
 
         # -- instruction register and decode ----------------------------------------------
         insn = Signal(INSN_BITS)
-        pc = Signal(32)
         opcode = insn[0:4]
         F = {op: field_values(insn, op) for op in Opcode}
         hdr = F[Opcode.END]
@@ -226,10 +261,42 @@ class AcceleratorCore(wiring.Component):
         # The checks run over three cycles (DECODE, CHECK, RANGE) and the dispatcher acts in
         # ISSUE: every intermediate below is re-registered each cycle from the instruction
         # register and CSRs, which hold still from the end of FETCH to ISSUE, so no enables.
+        # A compact core keeps none of these registers: the checks are combinational from the
+        # instruction register, the CSRs and the products below, and ISSUE follows PRODUCTS.
         def registered(value, shape=None, name="check"):
             r = Signal(shape if shape is not None else value.shape(), name=name)
-            m.d.sync += r.eq(value)
+            if cfg.compact:
+                m.d.comb += r.eq(value)
+            else:
+                m.d.sync += r.eq(value)
             return r
+
+        # Products, range and window checks. A full core works them out in parallel (DSP
+        # blocks, inside the registered checks). A compact core works them out one after
+        # another in PRODUCTS on one adder, only those the opcode uses (dispatch is rare next
+        # to GEMM cycles): a product takes one bit of its narrower factor per cycle (shift and
+        # add, most significant first), then each further term one cycle, the last of which
+        # also compares the sum with the limit; a check keeps only the outcome.
+        sequence = []  # compact: _SequenceEntry, in this order
+
+        def product(a, b, width: int, name: str, when):
+            """``a * b`` (truncated to ``width`` bits where it is registered)."""
+            if not cfg.compact:
+                return a * b
+            result = Signal(width, name=name)
+            sequence.append(_SequenceEntry((a, b), (), None, False, result, when))
+            return result
+
+        def exceeds(name: str, when, factors, terms, limit, below: bool = False) -> Signal:
+            """Compact core: a flag register, ``a * b + sum(terms) > limit`` (``< limit`` if
+            ``below``), exact; ``factors`` is ``(a, b)`` or None."""
+            flag = Signal(name=name)
+            sequence.append(_SequenceEntry(factors, tuple(terms), limit, below, flag, when))
+            return flag
+
+        is_xfer = (opcode == Opcode.LOAD) | (opcode == Opcode.STORE)
+        is_gemm = opcode == Opcode.GEMM
+        is_post = opcode == Opcode.POST
 
         decode_error = Signal(8)
         legal_now = Signal()
@@ -274,17 +341,31 @@ class AcceleratorCore(wiring.Component):
 
         # LOAD / STORE spans (products in CHECK, ends in RANGE, comparisons in ISSUE)
         T = F[Opcode.LOAD]
-        span_lines = registered(T["rows"] * T["row_lines"], 24, "span_lines")
-        xfer_start = registered(data_base + T["dram"], 34, "xfer_start")
-        xfer_rows = registered((T["rows"] - 1) * T["stride"], 36, "xfer_rows")
-        xfer_end = registered(xfer_start + xfer_rows + (T["row_lines"] << lb), 40, "xfer_end")
-        xfer_window_ok = registered((xfer_start >= win_base) & (xfer_end <= win_limit),
-                                    name="xfer_window_ok")
         buf_lines = Signal(24)
         with m.Switch(T["buf"]):
             for b in Buffer:
                 with m.Case(int(b)):
                     m.d.comb += buf_lines.eq(lines[b])
+        if cfg.compact:
+            xfer_range = exceeds("xfer_range", is_xfer, (T["rows"], T["row_lines"]),
+                                 [T["sram"]], buf_lines)
+        else:
+            span_lines = registered(T["rows"] * T["row_lines"], 24, "span_lines")
+            xfer_range = T["sram"] + span_lines > buf_lines
+        if cfg.compact:
+            # The first byte in the window, the last row's end at most its limit.
+            xfer_window_ok = ~(
+                exceeds("xfer_before_window", is_xfer, None, [data_base, T["dram"]], win_base,
+                        below=True)
+                | exceeds("xfer_after_window", is_xfer, (T["rows"] - 1, T["stride"]),
+                          [data_base, T["dram"], T["row_lines"] << lb], win_limit))
+        else:
+            xfer_start = registered(data_base + T["dram"], 34, "xfer_start")
+            xfer_rows = registered((T["rows"] - 1) * T["stride"], 36, "xfer_rows")
+            xfer_end = registered(xfer_start + xfer_rows + (T["row_lines"] << lb), 40,
+                                  "xfer_end")
+            xfer_window_ok = registered((xfer_start >= win_base) & (xfer_end <= win_limit),
+                                        name="xfer_window_ok")
         xfer_bad = (T["rows"] == 0) | (T["row_lines"] == 0) | (T["dram"][:lb] != 0) | (
             T["stride"][:lb] != 0)
 
@@ -305,17 +386,32 @@ class AcceleratorCore(wiring.Component):
         # GEMM and POST share the positions of m and n (one product serves both).
         assert ({(f.name, f.lsb, f.width) for f in FORMATS[Opcode.GEMM] if f.name in ("m", "n")}
                 == {(f.name, f.lsb, f.width) for f in FORMATS[Opcode.POST] if f.name in ("m", "n")})
-        tile = registered(G["m"] * G["n"], 20, "tile_entries")
-        tile_macs = registered(tile * G["k"], 36, "tile_macs")
-        gemm_ends = [
-            (registered(G["inp"] + G["m"] * a_row, 24, "inp_end"), lines[Buffer.INP], 1),
-            (registered(G["wgt"] + G["n"] * w_row, 30, "wgt_end"), lines[Buffer.WGT], 1),
-            (registered(G["meta_line"] + G["n"] * meta_row, 30, "meta_end"),
-             lines[Buffer.WGT], G["meta"]),
-            (registered(G["acc"] + tile, 21, "gemm_acc_end"), acc_entries, 1),
-        ]
-        gemm_range = registered(Cat(*((end > limit) & when for end, limit, when in gemm_ends))
-                                .any(), name="gemm_range")
+        if cfg.compact:
+            # Only the macs counter reads tile_macs.
+            tile = product(G["m"], G["n"], 20, "tile_entries", is_gemm & cfg.perf_counters)
+            tile_macs = (product(tile, G["k"], 36, "tile_macs", is_gemm) if cfg.perf_counters
+                         else Const(0, 36))
+            gemm_range = (
+                exceeds("inp_beyond", is_gemm, (G["m"], a_row), [G["inp"]], lines[Buffer.INP])
+                | exceeds("wgt_beyond", is_gemm, (G["n"], w_row), [G["wgt"]],
+                          lines[Buffer.WGT])
+                | (G["meta"] & exceeds("meta_beyond", is_gemm & G["meta"], (G["n"], meta_row),
+                                       [G["meta_line"]], lines[Buffer.WGT]))
+                | exceeds("gemm_acc_beyond", is_gemm, (G["m"], G["n"]), [G["acc"]],
+                          acc_entries))
+        else:
+            tile = registered(G["m"] * G["n"], 20, "tile_entries")
+            tile_macs = registered(tile * G["k"], 36, "tile_macs")
+            gemm_ends = [
+                (registered(G["inp"] + G["m"] * a_row, 24, "inp_end"), lines[Buffer.INP], 1),
+                (registered(G["wgt"] + G["n"] * w_row, 30, "wgt_end"), lines[Buffer.WGT], 1),
+                (registered(G["meta_line"] + G["n"] * meta_row, 30, "meta_end"),
+                 lines[Buffer.WGT], G["meta"]),
+                (registered(G["acc"] + tile, 21, "gemm_acc_end"), acc_entries, 1),
+            ]
+            gemm_range = registered(
+                Cat(*((end > limit) & when for end, limit, when in gemm_ends)).any(),
+                name="gemm_range")
 
         # POST geometry
         P = F[Opcode.POST]
@@ -323,18 +419,30 @@ class AcceleratorCore(wiring.Component):
         mode_acc = P["mode"] == PostMode.ACC
         post_bad = (P["mode"] == 3) | (P["m"] == 0) | (
             P["n"] == 0) | (((P["param"] << lb) & 15) != 0)
-        post_ends = [
-            (registered(P["acc"] + tile, 21, "post_acc_end"), acc_entries,
-             ~P["no_acc"] | mode_acc),
-            (registered(P["param"] + (P["n"] << (4 - lb)), 20, "param_end"),
-             lines[Buffer.PARAM], P["bias"] | ~mode_acc),
-            (registered(P["out"] + P["m"] * o_row, 20, "out_end"), lines[Buffer.OUT],
-             ~mode_acc),
-            (registered(P["res"] + P["m"] * o_row, 20, "res_end"), lines[Buffer.INP],
-             P["residual"]),
-        ]
-        post_range = registered(Cat(*((end > limit) & when for end, limit, when in post_ends))
-                                .any(), name="post_range")
+        param_end = registered(P["param"] + (P["n"] << (4 - lb)), 20, "param_end")
+        param_beyond = (param_end > lines[Buffer.PARAM]) & (P["bias"] | ~mode_acc)
+        if cfg.compact:
+            post_range = (
+                ((~P["no_acc"] | mode_acc)
+                 & exceeds("post_acc_beyond", is_post, (P["m"], P["n"]), [P["acc"]],
+                           acc_entries))
+                | param_beyond
+                | (~mode_acc & exceeds("out_beyond", is_post, (P["m"], o_row), [P["out"]],
+                                       lines[Buffer.OUT]))
+                | (P["residual"] & exceeds("res_beyond", is_post, (P["m"], o_row),
+                                           [P["res"]], lines[Buffer.INP])))
+        else:
+            post_ends = [
+                (registered(P["acc"] + tile, 21, "post_acc_end"), acc_entries,
+                 ~P["no_acc"] | mode_acc),
+                (registered(P["out"] + P["m"] * o_row, 20, "out_end"), lines[Buffer.OUT],
+                 ~mode_acc),
+                (registered(P["res"] + P["m"] * o_row, 20, "res_end"), lines[Buffer.INP],
+                 P["residual"]),
+            ]
+            post_range = registered(
+                Cat(*((end > limit) & when for end, limit, when in post_ends)).any()
+                | param_beyond, name="post_range")
 
         flags_bad = Signal()
         with m.Switch(opcode):
@@ -343,7 +451,7 @@ class AcceleratorCore(wiring.Component):
                     flags_bad.eq(hdr["pop_prev"] | hdr["push_prev"]),
                     bad_field.eq(xfer_bad | (T["buf"] > Buffer.PARAM)
                                  | (T["flip"] & (T["buf"] != Buffer.INP))),
-                    bad_range.eq(T["sram"] + span_lines > buf_lines),
+                    bad_range.eq(xfer_range),
                     bad_window.eq(~xfer_window_ok),
                 ]
                 m.d.comb += bad_token.eq(pop("c2l", hdr["pop_next"])
@@ -353,7 +461,7 @@ class AcceleratorCore(wiring.Component):
                     flags_bad.eq(hdr["pop_next"] | hdr["push_next"]),
                     bad_field.eq(xfer_bad | T["flip"]
                                  | ((T["buf"] != Buffer.ACC) & (T["buf"] != Buffer.OUT))),
-                    bad_range.eq(T["sram"] + span_lines > buf_lines),
+                    bad_range.eq(xfer_range),
                     bad_window.eq(~xfer_window_ok),
                 ]
                 m.d.comb += bad_token.eq(pop("c2s", hdr["pop_prev"])
@@ -382,7 +490,11 @@ class AcceleratorCore(wiring.Component):
 
         # -- execution registers ----------------------------------------------------------
         beat = Signal(12)  # instruction fetch beat
-        fetch_addr = Signal(36)  # PROG_BASE + 16 * pc, kept alongside pc (no adder on the bus)
+        # PROG_BASE + 16 * pc: a register kept alongside pc (no adder on the bus), or in a
+        # compact core the sum itself.
+        fetch_addr = Signal(36)
+        if cfg.compact:
+            m.d.comb += fetch_addr.eq(prog_base + (pc << 4))
         # The last byte address an instruction may start at and still lie in the window.
         fetch_last = registered(win_limit - INSN_BYTES, signed(34), "fetch_last")
         beats_per_insn = INSN_BYTES // line
@@ -409,11 +521,11 @@ class AcceleratorCore(wiring.Component):
         with m.If(running):
             count("cycles")
 
-        def finish(code, at_pc):
+        def finish(code):
+            # ERROR_PC is the pc the dispatcher stopped at (it moves no further).
             m.d.sync += [
                 state.eq(Mux(code == 0, STATE_DONE, STATE_ERROR)),
                 error_code.eq(code),
-                error_pc.eq(Mux(code == 0, 0, at_pc)),
                 irq_pending.eq(1),
             ]
 
@@ -426,8 +538,10 @@ class AcceleratorCore(wiring.Component):
         # POST: the pipelined unit (hw/accel_post.py); operands come from the buffers' read
         # ports one cycle after the addresses, results go to ACC or OUT at the tag's place.
         # Where a result goes, carried through the pipeline with it.
-        tag_layout = StructLayout({"acc_line": 16, "acc_sel": max(eb, 1),
-                                        "out_line": 17, "byte": max(lb, 1)})
+        # (Line addresses as wide as the buffers' ports: the range checks keep them inside.)
+        tag_layout = StructLayout({
+            "acc_line": max(exact_log2(lines[Buffer.ACC]), 1), "acc_sel": max(eb, 1),
+            "out_line": max(exact_log2(lines[Buffer.OUT]), 1), "byte": max(lb, 1)})
         s1 = Signal(tag_layout)  # the tag of the operands arriving this cycle
         p1_valid = Signal()  # operand addresses were issued last cycle
         m.submodules.post = post = ResetInserter(flush)(PostUnit(cfg, tag_bits=tag_layout.size))
@@ -446,12 +560,48 @@ class AcceleratorCore(wiring.Component):
         r_value = post.result.payload.value
 
         # -- unit instruction queues, run-time tokens, bus arbiter ---------------------------
+        # A full core queues whole instructions in flip-flops, and a unit reads its queue's
+        # head in the cycle it takes the instruction. A compact core queues only each
+        # instruction's head (opcode, token flags, buffer: what a unit checks before taking
+        # it) and the slot where the whole instruction waits in one block RAM shared by the
+        # three queues; the RAM's one read port serves one taking unit per cycle (compute,
+        # then store, then load), which latches the fields the cycle after (state TAKE).
+        head_bits = 12  # opcode, pop/push flags, buf (LOAD/STORE)
+        queue_slots = 1 << (cfg.queue_depth - 1).bit_length()  # per queue, a power of two
+        slot_bits = (3 * queue_slots - 1).bit_length()
         queues = {}
         for name in ("load", "compute", "store"):
-            fifo = ResetInserter(flush)(SyncFIFO(width=INSN_BITS, depth=cfg.queue_depth))
+            fifo = ResetInserter(flush)(SyncFIFO(
+                width=head_bits + slot_bits if cfg.compact else INSN_BITS,
+                depth=cfg.queue_depth))
             m.submodules[f"{name}_queue"] = fifo
             queues[name] = fifo
         lq, cq, sq = queues["load"], queues["compute"], queues["store"]
+        # The instruction a unit checks before taking it (head) and the one it latches (body).
+        heads = {q: q.r_data for q in (lq, cq, sq)}
+        bodies = dict(heads)
+        taking = {q: Signal(name=f"{name}_takes") for name, q in queues.items()}
+        if cfg.compact:
+            m.submodules.queued = queued = Memory(shape=unsigned(INSN_BITS),
+                                                  depth=3 * queue_slots, init=[])
+            queued_w, queued_r = queued.write_port(), queued.read_port()
+            m.d.comb += queued_w.data.eq(insn)
+            for index, (name, q) in enumerate(queues.items()):
+                # Slots are used in order, so the next one is free whenever the queue is not
+                # full (the dispatcher writes only then).
+                tail = Signal(range(cfg.queue_depth), name=f"{name}_tail")
+                slot = Const(index * queue_slots, slot_bits) | tail
+                m.d.comb += q.w_data.eq(Cat(insn[:head_bits], slot))
+                with m.If(q.w_en):
+                    m.d.comb += [queued_w.addr.eq(slot), queued_w.en.eq(1)]
+                    m.d.sync += tail.eq(Mux(tail == cfg.queue_depth - 1, 0, tail + 1))
+                heads[q] = Cat(q.r_data[:head_bits], Const(0, INSN_BITS - head_bits))
+                bodies[q] = queued_r.data
+                with m.If(taking[q]):
+                    m.d.comb += queued_r.addr.eq(q.r_data[head_bits:])
+        else:
+            for q in (lq, cq, sq):
+                m.d.comb += q.w_data.eq(insn)
 
         # Tokens in flight between the running units (the dispatcher's counters above are the
         # program-order bound; these are the actual handshakes).
@@ -511,7 +661,66 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += all_idle.eq(~lq.r_rdy & ~cq.r_rdy & ~sq.r_rdy
                                 & load_idle & compute_idle & store_idle)
         pend_code = Signal(8)
-        pend_pc = Signal(32)
+
+        # -- compact: the adder of the products and checks (see "exceeds" above) -------------
+        sequence_done = Signal()  # the last entry of the sequence is done (or skipped)
+        if cfg.compact:
+            sequence = [entry.narrower_last() for entry in sequence]
+            in_sequence = Signal()
+            seq_index = Signal(range(len(sequence) + 1))
+            seq_bit = Signal(range(max(len(e.factors[1]) for e in sequence if e.factors)))
+            seq_adding = Signal()  # past the product: adding the terms
+            seq_term = Signal(range(max(len(e.terms) for e in sequence)))
+            partial = Signal(max(e.width for e in sequence))
+            factor = Signal(max(len(e.factors[0]) for e in sequence if e.factors))
+            factor_bit = Signal()
+            term = Signal(max(len(t) for e in sequence for t in e.terms))
+            limit = Signal(max(len(Value.cast(e.limit)) for e in sequence if e.terms))
+            step = Signal(len(partial))
+            m.d.comb += step.eq(Mux(seq_adding, partial, partial << 1)
+                                + Mux(seq_adding, term, Mux(factor_bit, factor, 0)))
+
+            def begin(i):
+                """Assignments that start entry ``i`` (or finish the sequence)."""
+                first = sequence[i] if i < len(sequence) else sequence[0]
+                return [seq_index.eq(i), partial.eq(0), seq_term.eq(0),
+                        seq_bit.eq(len(first.factors[1]) - 1 if first.factors else 0),
+                        seq_adding.eq(first.factors is None)]
+
+            with m.If(~in_sequence):
+                m.d.sync += begin(0)  # ready for the next instruction (also after an abort)
+            with m.Switch(seq_index):
+                for i, e in enumerate(sequence):
+                    with m.Case(i):
+                        if e.factors:
+                            m.d.comb += [factor.eq(e.factors[0]),
+                                         factor_bit.eq(e.factors[1].bit_select(seq_bit, 1))]
+                        with m.Switch(seq_term):
+                            for j, t in enumerate(e.terms):
+                                with m.Case(j):
+                                    m.d.comb += term.eq(t)
+                        if e.terms:
+                            m.d.comb += limit.eq(e.limit)
+                        with m.If(in_sequence):
+                            with m.If(~e.when):
+                                m.d.sync += begin(i + 1)
+                            if e.terms:
+                                with m.Elif(seq_adding):
+                                    outcome = (step < limit) if e.below else (step > limit)
+                                    with m.If(seq_term == len(e.terms) - 1):
+                                        m.d.sync += [e.result.eq(outcome), *begin(i + 1)]
+                                    with m.Else():
+                                        m.d.sync += [partial.eq(step),
+                                                     seq_term.eq(seq_term + 1)]
+                            with m.Elif(seq_bit == 0):
+                                if e.terms:
+                                    m.d.sync += [partial.eq(step), seq_adding.eq(1)]
+                                else:
+                                    m.d.sync += [e.result.eq(step), *begin(i + 1)]
+                            with m.Else():
+                                m.d.sync += [partial.eq(step), seq_bit.eq(seq_bit - 1)]
+                with m.Default():
+                    m.d.comb += sequence_done.eq(1)
 
         # -- dispatcher: fetch, check in program order, hand out to the unit queues ---------
         unit_queue_ready = Signal()
@@ -524,18 +733,14 @@ class AcceleratorCore(wiring.Component):
                 m.d.comb += unit_queue_ready.eq(sq.w_rdy)
             with m.Default():
                 m.d.comb += unit_queue_ready.eq(1)
-        for q in (lq, cq, sq):
-            m.d.comb += q.w_data.eq(insn)
-
         with m.FSM(name="dispatch") as fsm:
             with m.State("IDLE"):
                 with m.If(start):
                     m.d.sync += [
                         state.eq(STATE_BUSY),
                         error_code.eq(0),
-                        error_pc.eq(0),
                         pc.eq(0),
-                        fetch_addr.eq(prog_base),
+                        *([] if cfg.compact else [fetch_addr.eq(prog_base)]),
                         beat.eq(0),
                         irq_pending.eq(0),
                     ]
@@ -546,7 +751,7 @@ class AcceleratorCore(wiring.Component):
             with m.State("FETCH"):
                 # The whole instruction must lie inside the window before any beat is read.
                 with m.If((fetch_addr < win_base) | (fetch_addr > fetch_last)):
-                    m.d.sync += [pend_code.eq(ErrorCode.WINDOW), pend_pc.eq(pc)]
+                    m.d.sync += pend_code.eq(ErrorCode.WINDOW)
                     m.next = "DRAIN"
                 with m.Else():
                     # fetch_addr is 16-byte aligned: the beat fills the low line-address bits.
@@ -555,27 +760,38 @@ class AcceleratorCore(wiring.Component):
                         m.d.sync += insn.word_select(beat, width).eq(self.mem_dat_r)
                         with m.If(beat == beats_per_insn - 1):
                             m.d.sync += beat.eq(0)
-                            m.next = "DECODE"
+                            m.next = "PRODUCTS" if cfg.compact else "DECODE"
                         with m.Else():
                             m.d.sync += beat.eq(beat + 1)
                 abort_on_watchdog()
 
-            # The checks' registers fill (see "registered" above): products, span ends,
-            # comparisons; ISSUE acts on them.
-            for now, then in (("DECODE", "CHECK"), ("CHECK", "RANGE"), ("RANGE", "ISSUE")):
-                with m.State(now):
-                    m.next = then
+            if cfg.compact:
+                with m.State("PRODUCTS"):
+                    # One step per cycle: skip a product the opcode does not use, else take
+                    # one more bit of its narrower operand (most significant first).
+                    m.d.comb += in_sequence.eq(1)
+                    with m.If(sequence_done):
+                        m.next = "ISSUE"
                     abort_on_watchdog()
+            else:
+                # The checks' registers fill (see "registered" above): products, span ends,
+                # comparisons; ISSUE acts on them.
+                for now, then in (("DECODE", "CHECK"), ("CHECK", "RANGE"), ("RANGE", "ISSUE")):
+                    with m.State(now):
+                        m.next = then
+                        abort_on_watchdog()
 
             with m.State("ISSUE"):
                 with m.If(decode_error != 0):
-                    m.d.sync += [pend_code.eq(decode_error), pend_pc.eq(pc)]
+                    m.d.sync += pend_code.eq(decode_error)
                     m.next = "DRAIN"
                 with m.Elif(unit_queue_ready):
                     m.d.sync += [tokens[ch].eq(token_next[ch]) for ch in tokens]
                     count("insns")
                     with m.If((opcode != Opcode.END) & (opcode != Opcode.JUMP)):
-                        m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSN_BYTES)]
+                        m.d.sync += pc.eq(pc + 1)
+                        if not cfg.compact:
+                            m.d.sync += fetch_addr.eq(fetch_addr + INSN_BYTES)
                     with m.Switch(opcode):
                         with m.Case(Opcode.END):
                             m.d.sync += pend_code.eq(0)
@@ -584,7 +800,9 @@ class AcceleratorCore(wiring.Component):
                             m.next = "SYNC"
                         with m.Case(Opcode.JUMP):
                             target = F[Opcode.JUMP]["target"]
-                            m.d.sync += [pc.eq(target), fetch_addr.eq(prog_base + (target << 4))]
+                            m.d.sync += pc.eq(target)
+                            if not cfg.compact:
+                                m.d.sync += fetch_addr.eq(prog_base + (target << 4))
                             m.next = "FETCH"
                         with m.Case(Opcode.LOAD):
                             m.d.comb += lq.w_en.eq(1)
@@ -615,13 +833,13 @@ class AcceleratorCore(wiring.Component):
             with m.State("DRAIN"):
                 # END or an error: every instruction dispatched before it completes first.
                 with m.If(all_idle):
-                    finish(pend_code, pend_pc)
+                    finish(pend_code)
                     m.next = "IDLE"
                 abort_on_watchdog()
 
         with m.If(watchdog_fire):
             # After the dispatcher, so the watchdog's status wins over a same-cycle finish.
-            finish(ErrorCode.WATCHDOG, pc)
+            finish(ErrorCode.WATCHDOG)
 
         # -- ACC ownership: its read port is shared by compute and store, its write port by
         # compute and load; a transfer to or from ACC and a compute instruction exclude each
@@ -630,7 +848,7 @@ class AcceleratorCore(wiring.Component):
         load_acc, store_acc = Signal(), Signal()  # an ACC transfer is running
 
         # -- load unit ----------------------------------------------------------------------
-        lf = field_values(lq.r_data, Opcode.LOAD)
+        lf = field_values(heads[lq], Opcode.LOAD)
         l_buf = Signal(3)
         l_flip, l_push = Signal(), Signal()
         l_rows, l_row_lines = Signal(12), Signal(12)
@@ -640,21 +858,36 @@ class AcceleratorCore(wiring.Component):
         l_beat, l_row = Signal(12), Signal(12)
         l_ready = lq.r_rdy & (~lf["pop_next"] | (live["c2l"] != 0)) & (
             (lf["buf"] != Buffer.ACC) | (compute_idle & ~compute_start))
+
+        def load_latch(f):
+            m.d.sync += [
+                l_buf.eq(f["buf"]), l_flip.eq(f["flip"]), l_push.eq(f["push_next"]),
+                l_rows.eq(f["rows"]), l_row_lines.eq(f["row_lines"]),
+                l_stride.eq(f["stride"]), l_row_addr.eq(data_base + f["dram"]),
+                l_ptr.eq(f["sram"]), l_beat.eq(0), l_row.eq(0),
+            ]
+
         with m.FSM(name="load_unit"):
             with m.State("IDLE"):
                 m.d.comb += load_idle.eq(1)
-                with m.If(l_ready):
+                with m.If(taking[lq]):
                     m.d.comb += [lq.r_en.eq(1), popped["c2l"].eq(lf["pop_next"])]
-                    m.d.sync += [
-                        l_buf.eq(lf["buf"]), l_flip.eq(lf["flip"]), l_push.eq(lf["push_next"]),
-                        l_rows.eq(lf["rows"]), l_row_lines.eq(lf["row_lines"]),
-                        l_stride.eq(lf["stride"]), l_row_addr.eq(data_base + lf["dram"]),
-                        l_ptr.eq(lf["sram"]), l_beat.eq(0), l_row.eq(0),
-                        load_acc.eq(lf["buf"] == Buffer.ACC),
-                    ]
-                    m.next = "RUN"
+                    m.d.sync += load_acc.eq(lf["buf"] == Buffer.ACC)
+                    if cfg.compact:
+                        m.next = "TAKE"
+                    else:
+                        load_latch(lf)
+                        m.next = "RUN"
                 with m.Elif(lq.r_rdy):
                     count("load_stall")
+            if cfg.compact:
+                with m.State("TAKE"):
+                    count("load_busy")
+                    load_latch(field_values(bodies[lq], Opcode.LOAD))
+                    m.next = "RUN"
+                    with m.If(watchdog_fire):
+                        m.d.sync += load_acc.eq(0)
+                    abort_on_watchdog()
             with m.State("RUN"):
                 count("load_busy")
                 m.d.comb += [req_load.eq(1), adr_load.eq((l_row_addr >> lb) + l_beat)]
@@ -692,7 +925,7 @@ class AcceleratorCore(wiring.Component):
                 abort_on_watchdog()
 
         # -- store unit ---------------------------------------------------------------------
-        sf = field_values(sq.r_data, Opcode.STORE)
+        sf = field_values(heads[sq], Opcode.STORE)
         s_buf = Signal(3)
         s_push = Signal()
         s_rows, s_row_lines = Signal(12), Signal(12)
@@ -702,21 +935,36 @@ class AcceleratorCore(wiring.Component):
         s_beat, s_row = Signal(12), Signal(12)
         s_ready = sq.r_rdy & (~sf["pop_prev"] | (live["c2s"] != 0)) & (
             (sf["buf"] != Buffer.ACC) | (compute_idle & ~compute_start))
+
+        def store_latch(f):
+            m.d.sync += [
+                s_buf.eq(f["buf"]), s_push.eq(f["push_prev"]),
+                s_rows.eq(f["rows"]), s_row_lines.eq(f["row_lines"]),
+                s_stride.eq(f["stride"]), s_row_addr.eq(data_base + f["dram"]),
+                s_ptr.eq(f["sram"]), s_beat.eq(0), s_row.eq(0),
+            ]
+
         with m.FSM(name="store_unit"):
             with m.State("IDLE"):
                 m.d.comb += store_idle.eq(1)
-                with m.If(s_ready):
+                with m.If(taking[sq]):
                     m.d.comb += [sq.r_en.eq(1), popped["c2s"].eq(sf["pop_prev"])]
-                    m.d.sync += [
-                        s_buf.eq(sf["buf"]), s_push.eq(sf["push_prev"]),
-                        s_rows.eq(sf["rows"]), s_row_lines.eq(sf["row_lines"]),
-                        s_stride.eq(sf["stride"]), s_row_addr.eq(data_base + sf["dram"]),
-                        s_ptr.eq(sf["sram"]), s_beat.eq(0), s_row.eq(0),
-                        store_acc.eq(sf["buf"] == Buffer.ACC),
-                    ]
-                    m.next = "READ"
+                    m.d.sync += store_acc.eq(sf["buf"] == Buffer.ACC)
+                    if cfg.compact:
+                        m.next = "TAKE"
+                    else:
+                        store_latch(sf)
+                        m.next = "READ"
                 with m.Elif(sq.r_rdy):
                     count("store_stall")
+            if cfg.compact:
+                with m.State("TAKE"):
+                    count("store_busy")
+                    store_latch(field_values(bodies[sq], Opcode.STORE))
+                    m.next = "READ"
+                    with m.If(watchdog_fire):
+                        m.d.sync += store_acc.eq(0)
+                    abort_on_watchdog()
             # Read a buffer line (one cycle), then write it to the bus.
             with m.State("READ"):
                 count("store_busy")
@@ -761,63 +1009,83 @@ class AcceleratorCore(wiring.Component):
             gemm_units[Engine.BITSERIAL] = BitSerialGemmUnit(cfg)
         for engine, unit in gemm_units.items():
             m.submodules[f"gemm_{engine.name.lower()}"] = ResetInserter(flush)(unit)
-        CG = field_values(cq.r_data, Opcode.GEMM)
-        CP = field_values(cq.r_data, Opcode.POST)
-        c_opcode = cq.r_data[0:4]
+        CH = field_values(heads[cq], Opcode.GEMM)  # the token flags (same in POST)
+        CG = field_values(bodies[cq], Opcode.GEMM)
+        CP = field_values(bodies[cq], Opcode.POST)
+        c_opcode = bodies[cq][0:4]
         c_a_row, c_w_row, c_meta_row = gemm_rows(m, CG, lb, lgs)
         c_push_prev, c_push_next = Signal(), Signal()
-        c_ready = cq.r_rdy & (~CG["pop_prev"] | (live["l2c"] != 0)) & (
-            ~CG["pop_next"] | (live["s2c"] != 0)) & ~load_acc & ~store_acc
+        c_ready = cq.r_rdy & (~CH["pop_prev"] | (live["l2c"] != 0)) & (
+            ~CH["pop_next"] | (live["s2c"] != 0)) & ~load_acc & ~store_acc
         post_issue = Signal()
+        post_gap = Signal(range(post.interval), name="post_gap") if post.interval > 1 else None
+        if post_gap is not None:
+            with m.If(post_gap != 0):
+                m.d.sync += post_gap.eq(post_gap - 1)
         units_busy = Signal()
         m.d.comb += units_busy.eq(Cat(*(u.busy for u in gemm_units.values())).any())
+
+        def start_compute():
+            """Hand a GEMM to its engine unit, or set up POST, from the instruction body."""
+            with m.If(c_opcode == Opcode.GEMM):
+                for engine, unit in gemm_units.items():
+                    m.d.comb += [
+                        unit.tile.valid.eq(CG["engine"] == engine),
+                        unit.tile.payload.m.eq(CG["m"]),
+                        unit.tile.payload.n.eq(CG["n"]),
+                        unit.tile.payload.k.eq(CG["k"]),
+                        unit.tile.payload.wfmt.eq(CG["wfmt"]),
+                        unit.tile.payload.accumulate.eq(CG["accumulate"]),
+                        unit.tile.payload.meta.eq(CG["meta"]),
+                        unit.tile.payload.inp.eq(CG["inp"]),
+                        unit.tile.payload.wgt.eq(CG["wgt"]),
+                        unit.tile.payload.meta_line.eq(CG["meta_line"]),
+                        unit.tile.payload.acc.eq(CG["acc"]),
+                        unit.tile.payload.a_row.eq(c_a_row),
+                        unit.tile.payload.w_row.eq(c_w_row),
+                        unit.tile.payload.m_row.eq(c_meta_row),
+                    ]
+                m.next = "ENGINE"
+            with m.Else():
+                m.d.sync += [
+                    p_mode.eq(CP["mode"]), p_unsigned.eq(CP["out_unsigned"]),
+                    p_bias.eq(CP["bias"]), p_res.eq(CP["residual"]),
+                    p_noacc.eq(CP["no_acc"]), p_res_zp.eq(CP["res_zp"]),
+                    p_res_mult.eq(CP["res_mult"]),
+                    p_param_entry.eq(CP["param"] >> (4 - lb)),
+                    p_out_base.eq(CP["out"]), p_res_base.eq(CP["res"]),
+                    p_orow.eq(_ceil_shift(CP["n"], lb)),
+                    g_m.eq(CP["m"]), g_n.eq(CP["n"]),
+                    gi.eq(0), gj.eq(0),
+                    acc_ptr.eq(CP["acc"]),
+                ]
+                m.next = "POST"
+
         with m.FSM(name="compute_unit"):
             with m.State("IDLE"):
                 m.d.comb += compute_idle.eq(1)
-                with m.If(c_ready):
+                with m.If(taking[cq]):
                     m.d.comb += [
                         compute_start.eq(1),
                         cq.r_en.eq(1),
-                        popped["l2c"].eq(CG["pop_prev"]),
-                        popped["s2c"].eq(CG["pop_next"]),
+                        popped["l2c"].eq(CH["pop_prev"]),
+                        popped["s2c"].eq(CH["pop_next"]),
                     ]
-                    m.d.sync += [c_push_prev.eq(CG["push_prev"]),
-                                 c_push_next.eq(CG["push_next"])]
-                    with m.If(c_opcode == Opcode.GEMM):
-                        for engine, unit in gemm_units.items():
-                            m.d.comb += [
-                                unit.tile.valid.eq(CG["engine"] == engine),
-                                unit.tile.payload.m.eq(CG["m"]),
-                                unit.tile.payload.n.eq(CG["n"]),
-                                unit.tile.payload.k.eq(CG["k"]),
-                                unit.tile.payload.wfmt.eq(CG["wfmt"]),
-                                unit.tile.payload.accumulate.eq(CG["accumulate"]),
-                                unit.tile.payload.meta.eq(CG["meta"]),
-                                unit.tile.payload.inp.eq(CG["inp"]),
-                                unit.tile.payload.wgt.eq(CG["wgt"]),
-                                unit.tile.payload.meta_line.eq(CG["meta_line"]),
-                                unit.tile.payload.acc.eq(CG["acc"]),
-                                unit.tile.payload.a_row.eq(c_a_row),
-                                unit.tile.payload.w_row.eq(c_w_row),
-                                unit.tile.payload.m_row.eq(c_meta_row),
-                            ]
-                        m.next = "ENGINE"
-                    with m.Else():
-                        m.d.sync += [
-                            p_mode.eq(CP["mode"]), p_unsigned.eq(CP["out_unsigned"]),
-                            p_bias.eq(CP["bias"]), p_res.eq(CP["residual"]),
-                            p_noacc.eq(CP["no_acc"]), p_res_zp.eq(CP["res_zp"]),
-                            p_res_mult.eq(CP["res_mult"]),
-                            p_param_entry.eq(CP["param"] >> (4 - lb)),
-                            p_out_base.eq(CP["out"]), p_res_base.eq(CP["res"]),
-                            p_orow.eq(_ceil_shift(CP["n"], lb)),
-                            g_m.eq(CP["m"]), g_n.eq(CP["n"]),
-                            gi.eq(0), gj.eq(0),
-                            acc_ptr.eq(CP["acc"]),
-                        ]
-                        m.next = "POST"
+                    m.d.sync += [c_push_prev.eq(CH["push_prev"]),
+                                 c_push_next.eq(CH["push_next"])]
+                    if cfg.compact:
+                        m.next = "TAKE"
+                    else:
+                        start_compute()
                 with m.Elif(cq.r_rdy):
                     count("compute_stall")
+
+            if cfg.compact:
+                with m.State("TAKE"):
+                    # The engine units are idle (the compute unit was): they take the tile now.
+                    count("compute_busy")
+                    start_compute()
+                    abort_on_watchdog()
 
             # GEMM on an engine unit (idle in IDLE, so it took the tile at once): wait until
             # its last ACC write is done, then send the tokens.
@@ -830,15 +1098,21 @@ class AcceleratorCore(wiring.Component):
 
             with m.State("POST"):
                 count("compute_busy")
-                m.d.comb += post_issue.eq(1)
-                with m.If(gj == g_n - 1):
-                    m.d.sync += [gj.eq(0), gi.eq(gi + 1), p_out_base.eq(p_out_base + p_orow),
-                                 p_res_base.eq(p_res_base + p_orow)]
-                    with m.If(gi == g_m - 1):
-                        m.next = "POST_DRAIN"
-                with m.Else():
-                    m.d.sync += gj.eq(gj + 1)
-                m.d.sync += acc_ptr.eq(acc_ptr + 1)
+                # The pipelined unit takes operands every cycle; the compact one one set per
+                # post.interval cycles (post_gap counts the cycles until the next).
+                with m.If(post_gap == 0) if post_gap is not None else nullcontext():
+                    m.d.comb += post_issue.eq(1)
+                    if post_gap is not None:
+                        m.d.sync += post_gap.eq(post.interval - 1)
+                    with m.If(gj == g_n - 1):
+                        m.d.sync += [gj.eq(0), gi.eq(gi + 1),
+                                     p_out_base.eq(p_out_base + p_orow),
+                                     p_res_base.eq(p_res_base + p_orow)]
+                        with m.If(gi == g_m - 1):
+                            m.next = "POST_DRAIN"
+                    with m.Else():
+                        m.d.sync += gj.eq(gj + 1)
+                    m.d.sync += acc_ptr.eq(acc_ptr + 1)
                 abort_on_watchdog()
 
             with m.State("POST_DRAIN"):
@@ -849,6 +1123,20 @@ class AcceleratorCore(wiring.Component):
                     m.d.comb += [pushed["c2l"].eq(c_push_prev), pushed["c2s"].eq(c_push_next)]
                     m.next = "IDLE"
                 abort_on_watchdog()
+
+        # Which unit takes its queue's head this cycle: any ready one in a full core; one at a
+        # time in a compact core (the shared queue RAM has one read port), compute first. None
+        # while the watchdog fires: a unit that took an instruction then would run it after
+        # the run ended (the watchdog returns the units to IDLE, it does not reset them).
+        if cfg.compact:
+            m.d.comb += [
+                taking[cq].eq(c_ready & ~watchdog_fire),
+                taking[sq].eq(s_ready & ~c_ready & ~watchdog_fire),
+                taking[lq].eq(l_ready & ~c_ready & ~s_ready & ~watchdog_fire),
+            ]
+        else:
+            m.d.comb += [taking[q].eq(ready & ~watchdog_fire)
+                         for q, ready in ((lq, l_ready), (cq, c_ready), (sq, s_ready))]
 
         # POST operands: addresses now, buffer data (and the tag) next cycle.
         m.d.sync += p1_valid.eq(post_issue)

@@ -1,0 +1,144 @@
+"""Compact cores (``AcceleratorConfig.compact``) against the golden ISA model, whole programs in
+Verilator: the dispatch checks' products come from a shift-and-add multiplier and the
+instruction queues wait in block RAM, so only cycle timing may differ from a full core.
+Outputs, status, error code and pc and the architectural counters must equal the golden
+model's, under random memory stalls.
+
+Two builds: the iCEBreaker's core (TLMM only, dyadic only, no performance counters) and
+``tiny`` made compact (both engines, both requantizers, every counter).
+"""
+
+import numpy as np
+import pytest
+
+from trilobit.boards import get_board
+from trilobit.config import preset
+from trilobit.isa import Buffer, Engine, ErrorCode, PostMode, WeightEncoding
+from trilobit.sim.asm import Assembler
+from trilobit.sim.golden import ARCH_COUNTERS, GoldenMachine, Status
+from trilobit.sim.progen import ADVERSARIAL, adversarial_case, random_layer_case
+
+pytestmark = pytest.mark.verilator
+
+CONFIGS = {
+    "icebreaker": get_board("icebreaker").config,
+    "tiny-compact": preset("tiny").replace(name="tiny-compact", compact=True),
+}
+
+
+def test_icebreaker_preset_is_compact():
+    assert CONFIGS["icebreaker"].compact
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def rtl(request):
+    from trilobit.sim.accel_verilator import VerilatorAccelerator
+
+    return VerilatorAccelerator(CONFIGS[request.param])
+
+
+def run_both(rtl, memory, prog_base, data_base, window, watchdog, stall_prob, seed):
+    """Golden and RTL on the same image; checks the bus stayed in the window."""
+    gm = GoldenMachine(rtl.config, memory.copy())
+    golden = gm.run(prog_base, data_base, window, watchdog)
+    result, final, extra = rtl.run(memory, prog_base, data_base, window, watchdog,
+                                   stall_prob=stall_prob, seed=seed)
+    assert extra["bus_outside_window"] == 0 and extra["bus_beyond_memory"] == 0
+    assert extra["id"] == rtl.config.hash32()
+    return gm, golden, result, final
+
+
+def assert_same(gm, golden, result, final, what=""):
+    assert (result.state, result.error, result.error_pc) == (
+        golden.state, golden.error, golden.error_pc), (what, result, golden)
+    assert np.array_equal(final, gm.memory), what
+    for name in ARCH_COUNTERS:
+        assert result.counters[name] == golden.counters[name], (name, what)
+
+
+def test_random_programs_match_golden_under_memory_stalls(rtl, rng):
+    for i in range(10):
+        case = random_layer_case(rng, rtl.config, max_n=24, max_k=200)
+        gm, golden, result, final = run_both(rtl, case.memory, case.prog_base, case.data_base,
+                                             case.window, case.watchdog, 0.3, i)
+        assert golden.ok and result.ok, (case.description, result)
+        assert_same(gm, golden, result, final, case.description)
+        for check in case.outputs:
+            assert np.array_equal(check.read(final), check.expected), case.description
+
+
+@pytest.mark.parametrize("kind", ADVERSARIAL)
+def test_adversarial_programs_stop_like_golden(rtl, kind, rng):
+    for i in range(2):
+        case = adversarial_case(rng, random_layer_case(rng, rtl.config, max_n=16, max_k=96), kind)
+        gm, golden, result, final = run_both(rtl, case.memory, case.prog_base, case.data_base,
+                                             case.window, case.watchdog, 0.3, i)
+        assert result.state == golden.state == Status.ERROR, case.description
+        assert result.error == golden.error == case.expect_error, (case.description, result)
+        if kind == "runaway":
+            assert result.counters["cycles"] >= case.watchdog - 1
+        else:
+            assert_same(gm, golden, result, final, case.description)
+
+
+def _boundary_program(config, over: str | None) -> tuple[bytes, int]:
+    """Transfers and a GEMM/POST whose ends sit exactly at the buffer and window limits (the
+    products of the range checks at their largest); ``over`` pushes one of them a line (or
+    a byte of window) past its limit. Returns (program, window limit)."""
+    line = config.line_bytes
+    lines = {b: config.buffer_bytes(b.name.lower()) // line for b in Buffer}
+    window_limit = 1 << 15
+    asm = Assembler()
+    # INP filled to its last line by rows x row_lines, rows strided over the data area.
+    rows = 4
+    row_lines = lines[Buffer.INP] // rows
+    stride = (window_limit - 0x2000 - row_lines * line) // (rows - 1) // line * line
+    asm.load(Buffer.INP, 0, 0x2000, rows=rows, row_lines=row_lines + (over == "inp"),
+             stride=stride)
+    # The last row ends exactly at the window limit (or one line past it).
+    last = window_limit - line * (over != "window")
+    asm.load(Buffer.WGT, lines[Buffer.WGT] - 3, last - 2 * stride, rows=3, stride=stride)
+    asm.load(Buffer.WGT, 0, 0x2000, rows=lines[Buffer.WGT] - 3)
+    asm.sync()  # no tokens here: barriers order the units
+    # GEMM reading every INP line: m rows of k/line lines each.
+    k = line * lines[Buffer.INP] // 2
+    m = 2 + (over == "gemm")
+    n = min(8, config.acc_bytes // 4 // m)
+    asm.gemm(Engine.TLMM, WeightEncoding.INT2, m=m, n=n, k=k, inp=0, wgt=0, acc=0)
+    asm.post(PostMode.ACC, m=2, n=n, acc=0)
+    asm.sync()
+    asm.store(Buffer.ACC, 0, 0x1000, rows=2, row_lines=n * 4 // line)
+    asm.end()
+    return asm.assemble(), window_limit
+
+
+@pytest.mark.parametrize("over", [None, "inp", "window", "gemm"])
+def test_hand_written_limits_match_golden(rtl, over, rng):
+    program, limit = _boundary_program(rtl.config, over)
+    memory = rng.integers(0, 256, 1 << 16, dtype=np.uint8)
+    memory[: len(program)] = np.frombuffer(program, np.uint8)
+    gm, golden, result, final = run_both(rtl, memory, 0, 0, (0, limit), 0, 0.3, 5)
+    expected = {None: ErrorCode.NONE, "inp": ErrorCode.BUFFER_RANGE,
+                "window": ErrorCode.WINDOW, "gemm": ErrorCode.BUFFER_RANGE}[over]
+    assert golden.error == expected, golden
+    assert_same(gm, golden, result, final, str(over))
+
+
+def test_queue_back_pressure_and_tokens_match_golden(rtl, rng):
+    """More loads than the load queue holds, each handing a token to the compute unit,
+    which hands them on to the store unit: every unit waits on the shared queue RAM."""
+    line = rtl.config.line_bytes
+    asm = Assembler()
+    for i in range(6):
+        asm.load(Buffer.ACC, i, 0x2000 + i * line, push_next=True)
+        asm.post(PostMode.ACC, m=1, n=line // 4, acc=i * line // 4, pop_prev=True,
+                 push_next=True)
+        asm.store(Buffer.ACC, i, 0x3000 + i * line, pop_prev=True)
+    asm.end()
+    memory = rng.integers(0, 256, 1 << 15, dtype=np.uint8)
+    program = asm.assemble()
+    memory[: len(program)] = np.frombuffer(program, np.uint8)
+    for seed, stall in enumerate((0.0, 0.3, 0.6)):
+        gm, golden, result, final = run_both(rtl, memory, 0, 0, (0, 1 << 15), 0, stall, seed)
+        assert golden.ok, golden
+        assert_same(gm, golden, result, final, f"stall {stall}")
