@@ -463,12 +463,22 @@ class _AccWriter:
         with m.If(start):
             m.d.sync += [pending.eq(1), ptr.eq(first_entry), j0.eq(0), i.eq(0)]
 
-        m.d.comb += self.out.ready.eq(pending & ~busy)
-        with m.If(self.out.valid & self.out.ready):
-            remaining = tile.n - j0
-            m.d.sync += [held.eq(self.out.payload), busy.eq(1), index.eq(0),
-                         count.eq(Mux(remaining < block, remaining, block))]
-        values = [self.value_of(held, r) for r in range(block)]
+        if u.config.compact:
+            # No copy of the block: the engine's result stays offered until its last entry
+            # is read (one cycle more per block than with the copy).
+            m.d.comb += self.out.ready.eq(busy & (index + 1 == count))
+            with m.If(self.out.valid & pending & ~busy):
+                remaining = tile.n - j0
+                m.d.sync += [busy.eq(1), index.eq(0),
+                             count.eq(Mux(remaining < block, remaining, block))]
+            values = [self.value_of(self.out.payload, r) for r in range(block)]
+        else:
+            m.d.comb += self.out.ready.eq(pending & ~busy)
+            with m.If(self.out.valid & self.out.ready):
+                remaining = tile.n - j0
+                m.d.sync += [held.eq(self.out.payload), busy.eq(1), index.eq(0),
+                             count.eq(Mux(remaining < block, remaining, block))]
+            values = [self.value_of(held, r) for r in range(block)]
         current = Signal(signed(32))
         with m.Switch(index):
             for r in range(block):
