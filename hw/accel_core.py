@@ -297,6 +297,14 @@ class AcceleratorCore(wiring.Component):
         is_xfer = (opcode == Opcode.LOAD) | (opcode == Opcode.STORE)
         is_gemm = opcode == Opcode.GEMM
         is_post = opcode == Opcode.POST
+        # First in a compact core's sequence, before the instruction is fetched (FETCH_CHECK):
+        # the whole instruction must lie in the window.
+        fetch_outside = cfg.compact and (
+            exceeds("fetch_before_window", Const(1), None, [prog_base, pc << 4], win_base,
+                    below=True)
+            | exceeds("fetch_after_window", Const(1), None,
+                      [prog_base, pc << 4, Const(INSN_BYTES)], win_limit))
+        fetch_entries = len(sequence)
 
         decode_error = Signal(8)
         legal_now = Signal()
@@ -496,7 +504,9 @@ class AcceleratorCore(wiring.Component):
         if cfg.compact:
             m.d.comb += fetch_addr.eq(prog_base + (pc << 4))
         # The last byte address an instruction may start at and still lie in the window.
-        fetch_last = registered(win_limit - INSN_BYTES, signed(34), "fetch_last")
+        if not cfg.compact:
+            fetch_last = registered(win_limit - INSN_BYTES, signed(34), "fetch_last")
+        fetch_state = "FETCH_CHECK" if cfg.compact else "FETCH"
         beats_per_insn = INSN_BYTES // line
 
         # Row, channel and ACC entry of POST (GEMM runs in the engine units, accel_compute.py)
@@ -666,7 +676,8 @@ class AcceleratorCore(wiring.Component):
         sequence_done = Signal()  # the last entry of the sequence is done (or skipped)
         if cfg.compact:
             sequence = [entry.narrower_last() for entry in sequence]
-            in_sequence = Signal()
+            in_sequence = Signal()  # step through the sequence
+            seq_hold = Signal()  # keep the place (between FETCH_CHECK and PRODUCTS)
             seq_index = Signal(range(len(sequence) + 1))
             seq_bit = Signal(range(max(len(e.factors[1]) for e in sequence if e.factors)))
             seq_adding = Signal()  # past the product: adding the terms
@@ -679,6 +690,7 @@ class AcceleratorCore(wiring.Component):
             step = Signal(len(partial))
             m.d.comb += step.eq(Mux(seq_adding, partial, partial << 1)
                                 + Mux(seq_adding, term, Mux(factor_bit, factor, 0)))
+            above, under = step > limit, step < limit
 
             def begin(i):
                 """Assignments that start entry ``i`` (or finish the sequence)."""
@@ -687,7 +699,7 @@ class AcceleratorCore(wiring.Component):
                         seq_bit.eq(len(first.factors[1]) - 1 if first.factors else 0),
                         seq_adding.eq(first.factors is None)]
 
-            with m.If(~in_sequence):
+            with m.If(~in_sequence & ~seq_hold):
                 m.d.sync += begin(0)  # ready for the next instruction (also after an abort)
             with m.Switch(seq_index):
                 for i, e in enumerate(sequence):
@@ -706,7 +718,7 @@ class AcceleratorCore(wiring.Component):
                                 m.d.sync += begin(i + 1)
                             if e.terms:
                                 with m.Elif(seq_adding):
-                                    outcome = (step < limit) if e.below else (step > limit)
+                                    outcome = under if e.below else above
                                     with m.If(seq_term == len(e.terms) - 1):
                                         m.d.sync += [e.result.eq(outcome), *begin(i + 1)]
                                     with m.Else():
@@ -746,11 +758,27 @@ class AcceleratorCore(wiring.Component):
                     ]
                     m.d.sync += [counters[name].eq(0) for name in built_counters]
                     m.d.sync += [t.eq(0) for t in tokens.values()]
-                    m.next = "FETCH"
+                    m.next = fetch_state
+
+            if cfg.compact:
+                with m.State("FETCH_CHECK"):
+                    m.d.comb += [seq_hold.eq(1), in_sequence.eq(seq_index < fetch_entries)]
+                    with m.If(seq_index == fetch_entries):
+                        with m.If(fetch_outside):
+                            m.d.sync += pend_code.eq(ErrorCode.WINDOW)
+                            m.next = "DRAIN"
+                        with m.Else():
+                            m.next = "FETCH"
+                    abort_on_watchdog()
 
             with m.State("FETCH"):
                 # The whole instruction must lie inside the window before any beat is read.
-                with m.If((fetch_addr < win_base) | (fetch_addr > fetch_last)):
+                if cfg.compact:
+                    fetch_outside_now = Const(0)  # checked in FETCH_CHECK
+                    m.d.comb += seq_hold.eq(1)
+                else:
+                    fetch_outside_now = (fetch_addr < win_base) | (fetch_addr > fetch_last)
+                with m.If(fetch_outside_now):
                     m.d.sync += pend_code.eq(ErrorCode.WINDOW)
                     m.next = "DRAIN"
                 with m.Else():
@@ -803,15 +831,15 @@ class AcceleratorCore(wiring.Component):
                             m.d.sync += pc.eq(target)
                             if not cfg.compact:
                                 m.d.sync += fetch_addr.eq(prog_base + (target << 4))
-                            m.next = "FETCH"
+                            m.next = fetch_state
                         with m.Case(Opcode.LOAD):
                             m.d.comb += lq.w_en.eq(1)
                             count("load_insns")
-                            m.next = "FETCH"
+                            m.next = fetch_state
                         with m.Case(Opcode.STORE):
                             m.d.comb += sq.w_en.eq(1)
                             count("store_insns")
-                            m.next = "FETCH"
+                            m.next = fetch_state
                         with m.Case(Opcode.GEMM, Opcode.POST):
                             m.d.comb += cq.w_en.eq(1)
                             macs = Signal(64)
@@ -822,12 +850,12 @@ class AcceleratorCore(wiring.Component):
                                 with m.If(opcode == Opcode.GEMM):
                                     m.d.sync += [counters["macs"].eq(macs[:32]),
                                                  counters["macs_hi"].eq(macs[32:])]
-                            m.next = "FETCH"
+                            m.next = fetch_state
                 abort_on_watchdog()
 
             with m.State("SYNC"):
                 with m.If(all_idle):
-                    m.next = "FETCH"
+                    m.next = fetch_state
                 abort_on_watchdog()
 
             with m.State("DRAIN"):
