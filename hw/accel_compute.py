@@ -575,22 +575,31 @@ class TlmmGemmUnit(wiring.Component):
         f_wr_b = Signal()  # ... including the one on the metadata port
         f_wr_row = Signal(range(R + 1))
         f_wr_last = Signal()
-        m.d.comb += [self.wgt_addr.eq(wptr.ptr_a), self.meta_addr.eq(wptr.ptr_b),
-                     wwin.push.eq(p_full & wwin.room)]
-        for r in range(R):
-            m.d.comb += wwin.data[r].eq(pending[r])
+        # Compact, with a set read in one cycle (R <= 2): the lines go straight into the
+        # window, and a set is read only when the window will have room for it.
+        direct = self.config.compact and R <= 2
+        m.d.comb += [self.wgt_addr.eq(wptr.ptr_a), self.meta_addr.eq(wptr.ptr_b)]
         m.d.sync += f_wr.eq(0)
-        with m.If(f_wr):
-            for r in range(0, R, 2):
-                with m.If(f_wr_row == r):
-                    m.d.sync += pending[r].eq(self.wgt_data)
-                    if r + 1 < R:
-                        m.d.sync += pending[r + 1].eq(self.meta_data)
-            with m.If(f_wr_last):
-                m.d.sync += p_full.eq(1)
-        with m.If(wwin.push):
-            m.d.sync += [p_full.eq(0), f_wait.eq(0)]
-        f_issue = f_active & (~f_wait | wwin.push)
+        if direct:
+            m.d.comb += [wwin.push.eq(f_wr), wwin.data[0].eq(self.wgt_data)]
+            if R > 1:
+                m.d.comb += wwin.data[1].eq(self.meta_data)
+            f_issue = f_active & (wwin.have - wwin.consume + f_wr < wwin.depth)
+        else:
+            m.d.comb += wwin.push.eq(p_full & wwin.room)
+            for r in range(R):
+                m.d.comb += wwin.data[r].eq(pending[r])
+            with m.If(f_wr):
+                for r in range(0, R, 2):
+                    with m.If(f_wr_row == r):
+                        m.d.sync += pending[r].eq(self.wgt_data)
+                        if r + 1 < R:
+                            m.d.sync += pending[r + 1].eq(self.meta_data)
+                with m.If(f_wr_last):
+                    m.d.sync += p_full.eq(1)
+            with m.If(wwin.push):
+                m.d.sync += [p_full.eq(0), f_wait.eq(0)]
+            f_issue = f_active & (~f_wait | wwin.push)
         set_last = f_row + 2 >= R
         with m.If(f_issue):
             m.d.sync += [f_wr.eq(1), f_wr_b.eq(f_row + 1 < R), f_wr_row.eq(f_row),
