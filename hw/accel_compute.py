@@ -576,7 +576,8 @@ class TlmmGemmUnit(wiring.Component):
         f_wr_row = Signal(range(R + 1))
         f_wr_last = Signal()
         # Compact, with a set read in one cycle (R <= 2): the lines go straight into the
-        # window, and a set is read only when the window will have room for it.
+        # window, and a set is read only when the window will have room for it (not counting
+        # a line it gives up in the same cycle: fewer cells, a cycle later at worst).
         direct = self.config.compact and R <= 2
         m.d.comb += [self.wgt_addr.eq(wptr.ptr_a), self.meta_addr.eq(wptr.ptr_b)]
         m.d.sync += f_wr.eq(0)
@@ -584,7 +585,7 @@ class TlmmGemmUnit(wiring.Component):
             m.d.comb += [wwin.push.eq(f_wr), wwin.data[0].eq(self.wgt_data)]
             if R > 1:
                 m.d.comb += wwin.data[1].eq(self.meta_data)
-            f_issue = f_active & (wwin.have - wwin.consume + f_wr < wwin.depth)
+            f_issue = f_active & (wwin.have + f_wr < wwin.depth)
         else:
             m.d.comb += wwin.push.eq(p_full & wwin.room)
             for r in range(R):
