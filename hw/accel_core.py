@@ -683,56 +683,86 @@ class AcceleratorCore(wiring.Component):
             seq_adding = Signal()  # past the product: adding the terms
             seq_term = Signal(range(max(len(e.terms) for e in sequence)))
             partial = Signal(max(e.width for e in sequence))
-            factor = Signal(max(len(e.factors[0]) for e in sequence if e.factors))
-            factor_bit = Signal()
-            term = Signal(max(len(t) for e in sequence for t in e.terms))
-            limit = Signal(max(len(Value.cast(e.limit)) for e in sequence if e.terms))
+
+            # Operands through one multiplexer each, over the distinct sources (many entries
+            # share a field); the entry and its step choose a source number.
+            def chooser(name, values):
+                sources = list({repr(v): v for v in values}.values())
+                chosen = Signal(max(len(Value.cast(v)) for v in sources), name=name)
+                code = Signal(range(max(len(sources), 2)), name=f"{name}_source")
+                with m.Switch(code):
+                    for k, v in enumerate(sources):
+                        with m.Case(k):
+                            m.d.comb += chosen.eq(v)
+                keys = [repr(v) for v in sources]
+                return chosen, code, lambda v: keys.index(repr(v))
+
+            factor, factor_code, factor_of = chooser(
+                "factor", [e.factors[0] for e in sequence if e.factors])
+            multiplier, multiplier_code, multiplier_of = chooser(
+                "multiplier", [e.factors[1] for e in sequence if e.factors])
+            term, term_code, term_of = chooser("term", [t for e in sequence for t in e.terms])
+            limit, limit_code, limit_of = chooser(
+                "limit", [Value.cast(e.limit) for e in sequence if e.terms])
             step = Signal(len(partial))
-            m.d.comb += step.eq(Mux(seq_adding, partial, partial << 1)
-                                + Mux(seq_adding, term, Mux(factor_bit, factor, 0)))
+            m.d.comb += step.eq(
+                Mux(seq_adding, partial, partial << 1)
+                + Mux(seq_adding, term, Mux(multiplier.bit_select(seq_bit, 1), factor, 0)))
             above, under = step > limit, step < limit
 
-            def begin(i):
-                """Assignments that start entry ``i`` (or finish the sequence)."""
-                first = sequence[i] if i < len(sequence) else sequence[0]
-                return [seq_index.eq(i), partial.eq(0), seq_term.eq(0),
-                        seq_bit.eq(len(first.factors[1]) - 1 if first.factors else 0),
-                        seq_adding.eq(first.factors is None)]
+            # What this cycle does, from the entry (the Switch below), applied once.
+            seq_finish = Signal()  # the entry is done or skipped: start the next one
+            seq_to_adding = Signal()  # the product is complete: add the terms
+            next_bit, next_adding = Signal.like(seq_bit), Signal()  # the next entry's start
 
-            with m.If(~in_sequence & ~seq_hold):
-                m.d.sync += begin(0)  # ready for the next instruction (also after an abort)
+            def start_of(e):
+                return [next_bit.eq(len(e.factors[1]) - 1 if e.factors else 0),
+                        next_adding.eq(e.factors is None)]
+
             with m.Switch(seq_index):
                 for i, e in enumerate(sequence):
                     with m.Case(i):
+                        if i + 1 < len(sequence):
+                            m.d.comb += start_of(sequence[i + 1])
                         if e.factors:
-                            m.d.comb += [factor.eq(e.factors[0]),
-                                         factor_bit.eq(e.factors[1].bit_select(seq_bit, 1))]
+                            m.d.comb += [factor_code.eq(factor_of(e.factors[0])),
+                                         multiplier_code.eq(multiplier_of(e.factors[1]))]
                         with m.Switch(seq_term):
                             for j, t in enumerate(e.terms):
                                 with m.Case(j):
-                                    m.d.comb += term.eq(t)
+                                    m.d.comb += term_code.eq(term_of(t))
+                        product_done = ~seq_adding & (seq_bit == 0)
                         if e.terms:
-                            m.d.comb += limit.eq(e.limit)
-                        with m.If(in_sequence):
-                            with m.If(~e.when):
-                                m.d.sync += begin(i + 1)
-                            if e.terms:
-                                with m.Elif(seq_adding):
-                                    outcome = under if e.below else above
-                                    with m.If(seq_term == len(e.terms) - 1):
-                                        m.d.sync += [e.result.eq(outcome), *begin(i + 1)]
-                                    with m.Else():
-                                        m.d.sync += [partial.eq(step),
-                                                     seq_term.eq(seq_term + 1)]
-                            with m.Elif(seq_bit == 0):
-                                if e.terms:
-                                    m.d.sync += [partial.eq(step), seq_adding.eq(1)]
-                                else:
-                                    m.d.sync += [e.result.eq(step), *begin(i + 1)]
-                            with m.Else():
-                                m.d.sync += [partial.eq(step), seq_bit.eq(seq_bit - 1)]
+                            m.d.comb += limit_code.eq(limit_of(Value.cast(e.limit)))
+                            last = seq_adding & (seq_term == len(e.terms) - 1)
+                            value = under if e.below else above
+                            m.d.comb += seq_to_adding.eq(e.when & product_done
+                                                     if e.factors else 0)
+                        else:
+                            last, value = product_done, step
+                        m.d.comb += seq_finish.eq(~e.when | last)
+                        with m.If(in_sequence & e.when & last):
+                            m.d.sync += e.result.eq(value)
                 with m.Default():
                     m.d.comb += sequence_done.eq(1)
+            with m.If(in_sequence):
+                with m.If(seq_finish):
+                    m.d.sync += [seq_index.eq(seq_index + 1), partial.eq(0), seq_term.eq(0),
+                                 seq_bit.eq(next_bit), seq_adding.eq(next_adding)]
+                with m.Else():
+                    m.d.sync += partial.eq(step)
+                    with m.If(seq_to_adding):
+                        m.d.sync += seq_adding.eq(1)
+                    with m.Elif(seq_adding):
+                        m.d.sync += seq_term.eq(seq_term + 1)
+                    with m.Else():
+                        m.d.sync += seq_bit.eq(seq_bit - 1)
+            with m.Elif(~seq_hold):
+                # Ready for the next instruction (also after an abort).
+                first = sequence[0]
+                m.d.sync += [seq_index.eq(0), partial.eq(0), seq_term.eq(0),
+                             seq_bit.eq(len(first.factors[1]) - 1 if first.factors else 0),
+                             seq_adding.eq(first.factors is None)]
 
         # -- dispatcher: fetch, check in program order, hand out to the unit queues ---------
         unit_queue_ready = Signal()
@@ -895,6 +925,15 @@ class AcceleratorCore(wiring.Component):
                 l_ptr.eq(f["sram"]), l_beat.eq(0), l_row.eq(0),
             ]
 
+        flip_mask = Const(int("80" * line, 16), width)
+        load_data = Signal(width)
+        m.d.comb += [
+            load_data.eq(self.mem_dat_r ^ Mux(l_flip, flip_mask, 0)),
+            inp_w.addr.eq(l_ptr), inp_w.data.eq(load_data),
+            wgt_w.addr.eq(l_ptr), wgt_w.data.eq(load_data),
+            param_w.addr.eq(l_ptr >> exact_log2(param_parts)),
+            param_w.data.eq(load_data.replicate(param_parts)),
+        ]
         with m.FSM(name="load_unit"):
             with m.State("IDLE"):
                 m.d.comb += load_idle.eq(1)
@@ -922,21 +961,18 @@ class AcceleratorCore(wiring.Component):
                 with m.If(~ack_load):
                     count("load_stall")
                 with m.Else():
-                    flip_mask = Const(int("80" * line, 16), width)
-                    data = self.mem_dat_r ^ Mux(l_flip, flip_mask, 0)
+                    # (INP, WGT and PARAM take their address and data from here always:
+                    # only the load unit writes them.)
                     with m.Switch(l_buf):
-                        for b, port in ((Buffer.INP, inp_w), (Buffer.WGT, wgt_w),
-                                        (Buffer.ACC, acc_w)):
+                        for b, port in ((Buffer.INP, inp_w), (Buffer.WGT, wgt_w)):
                             with m.Case(int(b)):
-                                m.d.comb += [port.addr.eq(l_ptr), port.data.eq(data),
-                                             port.en.eq(-1)]
+                                m.d.comb += port.en.eq(-1)
+                        with m.Case(Buffer.ACC):
+                            m.d.comb += [acc_w.addr.eq(l_ptr), acc_w.data.eq(load_data),
+                                         acc_w.en.eq(-1)]
                         with m.Case(Buffer.PARAM):
                             part = l_ptr[: exact_log2(param_parts)] if param_parts > 1 else 0
-                            m.d.comb += [
-                                param_w.addr.eq(l_ptr >> exact_log2(param_parts)),
-                                param_w.data.eq(data.replicate(param_parts)),
-                                param_w.en.eq(Const(1, param_parts) << part),
-                            ]
+                            m.d.comb += param_w.en.eq(Const(1, param_parts) << part)
                     m.d.sync += l_ptr.eq(l_ptr + 1)
                     count("bytes_read", line)
                     with m.If(l_beat == l_row_lines - 1):
@@ -1053,26 +1089,29 @@ class AcceleratorCore(wiring.Component):
         units_busy = Signal()
         m.d.comb += units_busy.eq(Cat(*(u.busy for u in gemm_units.values())).any())
 
+        # The tile goes with valid only; its fields need no condition.
+        for unit in gemm_units.values():
+            m.d.comb += [
+                unit.tile.payload.m.eq(CG["m"]),
+                unit.tile.payload.n.eq(CG["n"]),
+                unit.tile.payload.k.eq(CG["k"]),
+                unit.tile.payload.wfmt.eq(CG["wfmt"]),
+                unit.tile.payload.accumulate.eq(CG["accumulate"]),
+                unit.tile.payload.meta.eq(CG["meta"]),
+                unit.tile.payload.inp.eq(CG["inp"]),
+                unit.tile.payload.wgt.eq(CG["wgt"]),
+                unit.tile.payload.meta_line.eq(CG["meta_line"]),
+                unit.tile.payload.acc.eq(CG["acc"]),
+                unit.tile.payload.a_row.eq(c_a_row),
+                unit.tile.payload.w_row.eq(c_w_row),
+                unit.tile.payload.m_row.eq(c_meta_row),
+            ]
+
         def start_compute():
             """Hand a GEMM to its engine unit, or set up POST, from the instruction body."""
             with m.If(c_opcode == Opcode.GEMM):
                 for engine, unit in gemm_units.items():
-                    m.d.comb += [
-                        unit.tile.valid.eq(CG["engine"] == engine),
-                        unit.tile.payload.m.eq(CG["m"]),
-                        unit.tile.payload.n.eq(CG["n"]),
-                        unit.tile.payload.k.eq(CG["k"]),
-                        unit.tile.payload.wfmt.eq(CG["wfmt"]),
-                        unit.tile.payload.accumulate.eq(CG["accumulate"]),
-                        unit.tile.payload.meta.eq(CG["meta"]),
-                        unit.tile.payload.inp.eq(CG["inp"]),
-                        unit.tile.payload.wgt.eq(CG["wgt"]),
-                        unit.tile.payload.meta_line.eq(CG["meta_line"]),
-                        unit.tile.payload.acc.eq(CG["acc"]),
-                        unit.tile.payload.a_row.eq(c_a_row),
-                        unit.tile.payload.w_row.eq(c_w_row),
-                        unit.tile.payload.m_row.eq(c_meta_row),
-                    ]
+                    m.d.comb += unit.tile.valid.eq(CG["engine"] == engine)
                 m.next = "ENGINE"
             with m.Else():
                 m.d.sync += [
@@ -1189,11 +1228,10 @@ class AcceleratorCore(wiring.Component):
                     acc_w.en.eq(Const(1, line // 4) << r_tag.acc_sel),
                 ]
             with m.Else():
-                m.d.comb += [
-                    out_w.addr.eq(r_tag.out_line),
-                    out_w.data.eq(r_value.as_unsigned()[:8].replicate(line)),
-                    out_w.en.eq(Const(1, line) << r_tag.byte),
-                ]
+                m.d.comb += out_w.en.eq(Const(1, line) << r_tag.byte)
+        # Only POST writes OUT: address and data need no condition.
+        m.d.comb += [out_w.addr.eq(r_tag.out_line),
+                     out_w.data.eq(r_value.as_unsigned()[:8].replicate(line))]
         # Engine units own the buffer read ports (and ACC's write port) while they run.
         for unit in gemm_units.values():
             m.d.comb += [unit.inp_data.eq(inp_r.data), unit.wgt_data.eq(wgt_r.data),
