@@ -527,3 +527,14 @@ def test_compact_units_run_back_to_back_tiles():
         results, _ = run_unit(unit_class, config, [first, second])
         np.testing.assert_array_equal(results[0], first[2], err_msg=unit_class.__name__)
         np.testing.assert_array_equal(results[1], second[2], err_msg=unit_class.__name__)
+
+
+def test_compact_bitserial_unit_at_the_largest_k_with_extreme_values():
+    """k = 65535 with activations -128/127, the largest FP4 weights and group scales 255:
+    the engine's accumulators hold the exact sum and ACC keeps its low 32 bits."""
+    rng = np.random.default_rng(55)
+    base = small_bitserial(rows=2, lanes=16, group_size=1024, mem_width=128)
+    config, case = compact_case(base, WeightEncoding.FP4, 1, 2, 65535, rng, meta=True,
+                                accumulate=True, extreme="max")
+    results, _ = run_unit(BitSerialGemmUnit, config, [case], max_cycles=1_000_000)
+    np.testing.assert_array_equal(results[0], case[2])
