@@ -28,6 +28,12 @@ Both units stage the WGT lines of a block's channels over the two WGT read ports
 cycle, so a block of ``rows`` channels gets a WGT line per channel every ``ceil(rows / 2)``
 cycles. A register stage sits between a unit's beat formation and its engine's streams.
 
+Compact form (``config.compact``): no register stage before the engines, port b's WGT address
+formed as ``a + w_row``, address registers only as wide as their buffer's addresses, a 2-line
+INP queue, WGT lines straight into the TLMM weight window when a block has at most 2 rows, and
+the ACC writer reading the engine's result block in place (one cycle more per block). Same
+results; fewer cells, a lower clock rate.
+
 How the table-lookup unit feeds :class:`TlmmEngine` (rows ``R``, units ``P``, group ``G``)
 ------------------------------------------------------------------------------------------
 Output channels go in blocks of ``R``, one engine command per (activation row, block) of
