@@ -1196,10 +1196,12 @@ class AcceleratorCore(wiring.Component):
         # while the watchdog fires: a unit that took an instruction then would run it after
         # the run ended (the watchdog returns the units to IDLE, it does not reset them).
         if cfg.compact:
+            # (A busy unit does not claim the port: it could not take its head anyway.)
+            c_wants, s_wants = c_ready & compute_idle, s_ready & store_idle
             m.d.comb += [
-                taking[cq].eq(c_ready & ~watchdog_fire),
-                taking[sq].eq(s_ready & ~c_ready & ~watchdog_fire),
-                taking[lq].eq(l_ready & ~c_ready & ~s_ready & ~watchdog_fire),
+                taking[cq].eq(c_wants & ~watchdog_fire),
+                taking[sq].eq(s_wants & ~c_wants & ~watchdog_fire),
+                taking[lq].eq(l_ready & load_idle & ~c_wants & ~s_wants & ~watchdog_fire),
             ]
         else:
             m.d.comb += [taking[q].eq(ready & ~watchdog_fire)
