@@ -292,12 +292,31 @@ def adder_tree(m: Module, values: list, name: str) -> Value:
     return values[0]
 
 
+def rom_bit(entries: list[int], index: Value) -> Value:
+    """``entries[index]`` of a table of 0/1 entries (at most 64), as a constant shifted by
+    ``index``.
+
+    Synthesis sees the same truth table as any other description of it; Verilator evaluates
+    it with one 64-bit shift, where a ``Switch`` on the index becomes a chain of compares
+    and branches (a wider constant becomes a multi-word shift: keep tables to 64 entries).
+    """
+    if len(entries) > 64 or any(e not in (0, 1) for e in entries):
+        raise ValueError("rom_bit takes at most 64 entries of 0 or 1")
+    word = sum(e << i for i, e in enumerate(entries))
+    return Const(word, len(entries)).bit_select(index, 1)
+
+
 class BitSerialTermDecoder(wiring.Component):
     """Decodes one weight code into this cycle's term: ``sign * (1 << lane_shift)``.
 
     Combinational. ``step`` is the cycle within the chunk; ``fmt`` and ``type_id`` come from
     the group's metadata. INT codes become radix-2/radix-4 Booth digits of the code
     sign-extended to its slot; FP codes look up the table derived from ``trilobit.dtypes``.
+    ``negative`` and ``lane_shift`` are only meaningful when ``nonzero`` is set.
+
+    Every output is a lookup in a constant of at most 64 entries (:func:`rom_bit`): the
+    decoder is instantiated once per weight lane and evaluated every simulated cycle, and
+    lookups keep it a handful of word operations in Verilator.
     """
 
     def __init__(self, bits_per_cycle: int, step_bits: int, lane_shift_bits: int):
@@ -312,63 +331,64 @@ class BitSerialTermDecoder(wiring.Component):
             "lane_shift": Out(lane_shift_bits),
         })
 
+    @staticmethod
+    def booth_tables(bits_per_cycle: int) -> tuple[list[int], list[int], list[int]]:
+        """(nonzero, negative, lane_shift) of each Booth window ``b[hi] .. b[-1]`` (bit 0 is
+        the lowest, ``b[-1]``)."""
+        nonzero, negative, shift = [], [], []
+        for window in range(1 << (bits_per_cycle + 1)):
+            bit = [(window >> i) & 1 for i in range(bits_per_cycle + 1)]
+            # radix 4: d = -2 b1 + b0 + b_-1; radix 2: d = b_-1 - b0
+            digit = (-2 * bit[2] + bit[1] + bit[0]) if bits_per_cycle == 2 else bit[0] - bit[1]
+            nonzero.append(int(digit != 0))
+            negative.append(int(digit < 0))
+            shift.append(int(abs(digit) == 2))
+        return nonzero, negative, shift
+
+    @staticmethod
+    def fp_tables(lane_shift_bits: int) -> tuple[list[int], list[int], list[list[int]]]:
+        """FP term tables indexed by ``step[0] | select << 1 | extra << 4 | fp4 << 5``:
+        ``select`` is the magnitude code, or the type id for the code that would be -0
+        (``extra``). Returns (nonzero, negative of the positive value, lane_shift bits)."""
+        nonzero, negative = [0] * 64, [0] * 64
+        shift = [[0] * 64 for _ in range(lane_shift_bits)]
+        for fp4, fmt in enumerate((WeightFormat.FP3, WeightFormat.FP4)):
+            tables = fp_decode_tables(fmt)
+            for extra, rows in enumerate((tables.magnitude, tables.extra)):
+                for select, terms in enumerate(rows):
+                    for step, term in enumerate(terms):
+                        index = step | select << 1 | extra << 4 | fp4 << 5
+                        nonzero[index] = int(term.sign != 0)
+                        negative[index] = int(term.sign < 0)
+                        for b in range(lane_shift_bits):
+                            shift[b][index] = (term.lane_shift >> b) & 1
+        return nonzero, negative, shift
+
     def elaborate(self, platform) -> Module:
         m = Module()
         bpc = self._bpc
-        # INT3 occupies a 4-bit slot: its Booth digits need bit 3 = sign bit 2.
-        ext = Signal(CODE_SLOT_BITS + 1)  # bit 0 is Booth's b[-1] = 0
-        with m.If(self.fmt == WeightFormat.INT3):
-            m.d.comb += ext.eq(Cat(Const(0, 1), self.code[:3], self.code[2], Const(0, 4)))
-        with m.Else():
-            m.d.comb += ext.eq(Cat(Const(0, 1), self.code))
-        # window = (b[bpc*s + bpc - 1] .. b[bpc*s - 1]), bpc + 1 bits
-        window = Signal(bpc + 1)
-        with m.Switch(self.step):
-            for s in range(CODE_SLOT_BITS // bpc):
-                with m.Case(s):
-                    m.d.comb += window.eq(ext[bpc * s: bpc * s + bpc + 1])
-        int_nonzero, int_negative, int_shift = Signal(), Signal(), Signal()
-        if bpc == 2:
-            # radix-4 Booth: d = -2 b1 + b0 + b_-1; window[0] = b_-1, window[1] = b0, window[2] = b1
-            m.d.comb += [
-                int_nonzero.eq((window != 0b000) & (window != 0b111)),
-                int_negative.eq(window[2] & ~(window[0] & window[1])),
-                int_shift.eq((window == 0b011) | (window == 0b100)),
-            ]
-        else:
-            # radix-2 Booth: d = b_-1 - b0
-            m.d.comb += [
-                int_nonzero.eq(window[0] ^ window[1]),
-                int_negative.eq(window[1]),
-            ]
+        shift_bits = len(self.lane_shift)
+
+        # INT: Booth window (b[bpc*s + bpc - 1] .. b[bpc*s - 1]); b[-1] = 0. INT3 occupies a
+        # 4-bit slot: its Booth digits need bit 3 = sign bit 2.
+        is_int3 = self.fmt == WeightFormat.INT3
+        ext = Mux(is_int3, Cat(Const(0, 1), self.code[:3], self.code[2]),
+                  Cat(Const(0, 1), self.code))
+        window = ext.bit_select(self.step * bpc, bpc + 1)
+        int_nonzero, int_negative, int_shift = (rom_bit(table, window)
+                                                for table in self.booth_tables(bpc))
 
         # FP: sign-magnitude codes, the code that would be -0 holds the type's extra value
-        fp_nonzero, fp_negative, fp_shift = Signal(), Signal(), Signal(len(self.lane_shift))
-        for fmt in (WeightFormat.FP3, WeightFormat.FP4):
-            tables = fp_decode_tables(fmt)
-            half = 1 << (fmt.bits - 1)
-            sign = self.code[fmt.bits - 1]
-            mag = self.code[:fmt.bits - 1]
-            with m.If(self.fmt == fmt):
-                with m.If(sign & (mag == 0)):
-                    with m.Switch(Cat(self.step[0], self.type_id)):
-                        for type_id, terms in enumerate(tables.extra):
-                            for step, term in enumerate(terms):
-                                if term.sign:
-                                    with m.Case(step | (type_id << 1)):
-                                        m.d.comb += [fp_nonzero.eq(1),
-                                                     fp_negative.eq(term.sign < 0),
-                                                     fp_shift.eq(term.lane_shift)]
-                with m.Else():
-                    with m.Switch(Cat(self.step[0], mag)):
-                        for magnitude, terms in enumerate(tables.magnitude[:half]):
-                            for step, term in enumerate(terms):
-                                if term.sign:
-                                    with m.Case(step | (magnitude << 1)):
-                                        m.d.comb += [fp_nonzero.eq(1),
-                                                     fp_negative.eq((term.sign < 0) ^ sign),
-                                                     fp_shift.eq(term.lane_shift)]
-        is_fp = (self.fmt == WeightFormat.FP3) | (self.fmt == WeightFormat.FP4)
+        is_fp4 = self.fmt == WeightFormat.FP4
+        is_fp = (self.fmt == WeightFormat.FP3) | is_fp4
+        sign = Mux(is_fp4, self.code[3], self.code[2])
+        magnitude = Mux(is_fp4, self.code[:3], self.code[:2])
+        extra = sign & (magnitude == 0)
+        index = Cat(self.step[0], Mux(extra, self.type_id, magnitude), extra, is_fp4)
+        nonzero_table, negative_table, shift_tables = self.fp_tables(shift_bits)
+        fp_nonzero = rom_bit(nonzero_table, index)
+        fp_negative = rom_bit(negative_table, index) ^ (sign & ~extra)
+        fp_shift = Cat(rom_bit(table, index) for table in shift_tables)
         # FP weights have two terms: steps >= 2 (only with 1 bit per cycle) contribute nothing.
         fp_step_ok = self.step < 2
         m.d.comb += [
@@ -503,6 +523,11 @@ class BitSerialEngine(wiring.Component):
 
         max_lsh = max_lane_shift()
         lane_bits = p.act_bits + max_lsh + 1
+        # each activation sign-extended once to the lane width, shared by the C columns: the
+        # lane shifter is then one word-wide shift (Verilator), not a per-bit concatenation
+        act_wide = [[Signal(signed(lane_bits), name=f"act_wide_{r}_{d}") for d in range(D)]
+                    for r in range(R)]
+        m.d.comb += [act_wide[r][d].eq(x_act[r][d]) for r in range(R) for d in range(D)]
         psum_done = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
@@ -510,11 +535,7 @@ class BitSerialEngine(wiring.Component):
                 for d in range(D):
                     dec = terms[c][d]
                     shifted = Signal(signed(lane_bits), name=f"lane_{r}_{c}_{d}")
-                    with m.If(dec.nonzero):
-                        with m.Switch(dec.lane_shift):
-                            for k in range(max_lsh + 1):
-                                with m.Case(k):
-                                    m.d.comb += shifted.eq(x_act[r][d] << k)
+                    m.d.comb += shifted.eq(Mux(dec.nonzero, act_wide[r][d] << dec.lane_shift, 0))
                     lanes.append(Mux(dec.negative, -shifted, shifted))
                 tree_bits = lane_bits + max(1, (D - 1).bit_length())
                 y_tree = Signal(signed(tree_bits), name=f"y_tree_{r}_{c}")
