@@ -917,13 +917,42 @@ class AcceleratorCore(wiring.Component):
         l_ready = lq.r_rdy & (~lf["pop_next"] | (live["c2l"] != 0)) & (
             (lf["buf"] != Buffer.ACC) | (compute_idle & ~compute_start))
 
-        def load_latch(f):
+        # A transfer's registers: latched when a unit takes its instruction, stepped at each
+        # acknowledged beat. A compact core's load and store units share one set (below), so
+        # the latch and the step are written once for both.
+        xfer_latch = Signal()  # compact: a transfer unit latches its instruction (TAKE)
+        xfer_step = Signal()  # compact: a transfer unit's beat was acknowledged
+        def row_done(r):
+            """The beat ends its row."""
+            return r["beat"] == r["row_lines"] - 1
+
+        def transfer_done(r):
+            """The beat ends the transfer."""
+            return row_done(r) & (r["row"] == r["rows"] - 1)
+
+        def transfer_latch(r, f, push):
             m.d.sync += [
-                l_buf.eq(f["buf"]), l_flip.eq(f["flip"]), l_push.eq(f["push_next"]),
-                l_rows.eq(f["rows"]), l_row_lines.eq(f["row_lines"]),
-                l_stride.eq(f["stride"]), l_row_addr.eq(data_base + f["dram"]),
-                l_ptr.eq(f["sram"]), l_beat.eq(0), l_row.eq(0),
+                r["buf"].eq(f["buf"]), r["push"].eq(push),
+                r["rows"].eq(f["rows"]), r["row_lines"].eq(f["row_lines"]),
+                r["stride"].eq(f["stride"]), r["row_addr"].eq(data_base + f["dram"]),
+                r["ptr"].eq(f["sram"]), r["beat"].eq(0), r["row"].eq(0),
             ]
+
+        def transfer_step(r):
+            m.d.sync += r["ptr"].eq(r["ptr"] + 1)
+            with m.If(row_done(r)):
+                m.d.sync += [r["beat"].eq(0), r["row"].eq(r["row"] + 1),
+                             r["row_addr"].eq(r["row_addr"] + r["stride"])]
+            with m.Else():
+                m.d.sync += r["beat"].eq(r["beat"] + 1)
+
+        load_regs = dict(buf=l_buf, push=l_push, rows=l_rows, row_lines=l_row_lines,
+                         stride=l_stride, row_addr=l_row_addr, ptr=l_ptr, beat=l_beat,
+                         row=l_row)
+
+        def load_latch(f):
+            transfer_latch(load_regs, f, f["push_next"])
+            m.d.sync += l_flip.eq(f["flip"])
 
         flip_mask = Const(int("80" * line, 16), width)
         load_data = Signal(width)
@@ -950,7 +979,7 @@ class AcceleratorCore(wiring.Component):
             if cfg.compact:
                 with m.State("TAKE"):
                     count("load_busy")
-                    load_latch(field_values(bodies[lq], Opcode.LOAD))
+                    m.d.comb += xfer_latch.eq(1)  # (a LOAD: flip and push_next, below)
                     m.next = "RUN"
                     with m.If(watchdog_fire):
                         m.d.sync += load_acc.eq(0)
@@ -973,40 +1002,45 @@ class AcceleratorCore(wiring.Component):
                         with m.Case(Buffer.PARAM):
                             part = l_ptr[: exact_log2(param_parts)] if param_parts > 1 else 0
                             m.d.comb += param_w.en.eq(Const(1, param_parts) << part)
-                    m.d.sync += l_ptr.eq(l_ptr + 1)
+                    if cfg.compact:
+                        m.d.comb += xfer_step.eq(1)
+                    else:
+                        transfer_step(load_regs)
                     count("bytes_read", line)
-                    with m.If(l_beat == l_row_lines - 1):
-                        m.d.sync += [l_beat.eq(0), l_row.eq(l_row + 1),
-                                     l_row_addr.eq(l_row_addr + l_stride)]
-                        with m.If(l_row == l_rows - 1):
-                            m.d.comb += pushed["l2c"].eq(l_push)
-                            m.d.sync += load_acc.eq(0)
-                            m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += l_beat.eq(l_beat + 1)
+                    with m.If(transfer_done(load_regs)):
+                        m.d.comb += pushed["l2c"].eq(l_push)
+                        m.d.sync += load_acc.eq(0)
+                        m.next = "IDLE"
                 with m.If(watchdog_fire):
                     m.d.sync += load_acc.eq(0)
                 abort_on_watchdog()
 
         # -- store unit ---------------------------------------------------------------------
         sf = field_values(heads[sq], Opcode.STORE)
-        s_buf = Signal(3)
-        s_push = Signal()
-        s_rows, s_row_lines = Signal(12), Signal(12)
-        s_stride = Signal(24)
-        s_row_addr = Signal(34)
-        s_ptr = Signal(17)
-        s_beat, s_row = Signal(12), Signal(12)
+        if cfg.compact:
+            # One set of transfer registers (and so one set of address adders) for both
+            # units: a compact core runs a LOAD and a STORE one after the other, never at
+            # once (the tokens order them where it matters; see "taking" below).
+            s_buf, s_push, s_rows, s_row_lines, s_stride = (
+                l_buf, l_push, l_rows, l_row_lines, l_stride)
+            s_row_addr, s_ptr, s_beat, s_row = l_row_addr, l_ptr, l_beat, l_row
+        else:
+            s_buf = Signal(3)
+            s_push = Signal()
+            s_rows, s_row_lines = Signal(12), Signal(12)
+            s_stride = Signal(24)
+            s_row_addr = Signal(34)
+            s_ptr = Signal(17)
+            s_beat, s_row = Signal(12), Signal(12)
         s_ready = sq.r_rdy & (~sf["pop_prev"] | (live["c2s"] != 0)) & (
             (sf["buf"] != Buffer.ACC) | (compute_idle & ~compute_start))
 
+        store_regs = dict(buf=s_buf, push=s_push, rows=s_rows, row_lines=s_row_lines,
+                          stride=s_stride, row_addr=s_row_addr, ptr=s_ptr, beat=s_beat,
+                          row=s_row)
+
         def store_latch(f):
-            m.d.sync += [
-                s_buf.eq(f["buf"]), s_push.eq(f["push_prev"]),
-                s_rows.eq(f["rows"]), s_row_lines.eq(f["row_lines"]),
-                s_stride.eq(f["stride"]), s_row_addr.eq(data_base + f["dram"]),
-                s_ptr.eq(f["sram"]), s_beat.eq(0), s_row.eq(0),
-            ]
+            transfer_latch(store_regs, f, f["push_prev"])
 
         with m.FSM(name="store_unit"):
             with m.State("IDLE"):
@@ -1024,7 +1058,7 @@ class AcceleratorCore(wiring.Component):
             if cfg.compact:
                 with m.State("TAKE"):
                     count("store_busy")
-                    store_latch(field_values(bodies[sq], Opcode.STORE))
+                    m.d.comb += xfer_latch.eq(1)
                     m.next = "READ"
                     with m.If(watchdog_fire):
                         m.d.sync += store_acc.eq(0)
@@ -1047,21 +1081,30 @@ class AcceleratorCore(wiring.Component):
                 with m.If(~ack_store):
                     count("store_stall")
                 with m.Else():
-                    m.d.sync += s_ptr.eq(s_ptr + 1)
+                    if cfg.compact:
+                        m.d.comb += xfer_step.eq(1)
+                    else:
+                        transfer_step(store_regs)
                     count("bytes_written", line)
                     m.next = "READ"
-                    with m.If(s_beat == s_row_lines - 1):
-                        m.d.sync += [s_beat.eq(0), s_row.eq(s_row + 1),
-                                     s_row_addr.eq(s_row_addr + s_stride)]
-                        with m.If(s_row == s_rows - 1):
-                            m.d.comb += pushed["s2c"].eq(s_push)
-                            m.d.sync += store_acc.eq(0)
-                            m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += s_beat.eq(s_beat + 1)
+                    with m.If(transfer_done(store_regs)):
+                        m.d.comb += pushed["s2c"].eq(s_push)
+                        m.d.sync += store_acc.eq(0)
+                        m.next = "IDLE"
                 with m.If(watchdog_fire):
                     m.d.sync += store_acc.eq(0)
                 abort_on_watchdog()
+
+        if cfg.compact:
+            # The shared transfer registers: latched from the queue RAM (LOAD and STORE have
+            # the same fields; push and flip by the unit taking it), stepped at each beat.
+            with m.If(xfer_latch):
+                body = field_values(bodies[lq], Opcode.LOAD)
+                transfer_latch(load_regs, body, Mux(load_idle, body["push_prev"],
+                                                    body["push_next"]))
+                m.d.sync += l_flip.eq(body["flip"] & ~load_idle)
+            with m.Elif(xfer_step):
+                transfer_step(load_regs)
 
         # -- compute unit -------------------------------------------------------------------
         # GEMM runs on the engine its instruction names (hw/accel_compute.py); START and the
@@ -1196,12 +1239,15 @@ class AcceleratorCore(wiring.Component):
         # while the watchdog fires: a unit that took an instruction then would run it after
         # the run ended (the watchdog returns the units to IDLE, it does not reset them).
         if cfg.compact:
-            # (A busy unit does not claim the port: it could not take its head anyway.)
-            c_wants, s_wants = c_ready & compute_idle, s_ready & store_idle
+            # (A busy unit does not claim the port: it could not take its head anyway. The
+            # load and store units share their registers: each waits for the other.)
+            c_wants = c_ready & compute_idle
+            s_wants = s_ready & store_idle & load_idle
             m.d.comb += [
                 taking[cq].eq(c_wants & ~watchdog_fire),
                 taking[sq].eq(s_wants & ~c_wants & ~watchdog_fire),
-                taking[lq].eq(l_ready & load_idle & ~c_wants & ~s_wants & ~watchdog_fire),
+                taking[lq].eq(l_ready & load_idle & store_idle & ~c_wants & ~s_wants
+                              & ~watchdog_fire),
             ]
         else:
             m.d.comb += [taking[q].eq(ready & ~watchdog_fire)
