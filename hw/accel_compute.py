@@ -138,7 +138,8 @@ GEMM_TILE = data.StructLayout({
     "wgt": unsigned(16),
     "meta_line": unsigned(16),
     "acc": unsigned(17),
-    "a_row": unsigned(14),
+    # k (16 bits) over lines of at least 4 bytes: up to 16384 lines, 15 bits.
+    "a_row": unsigned(15),
     "w_row": unsigned(17),
     "m_row": unsigned(17),
 })

@@ -123,7 +123,8 @@ def gemm_rows(m: Module, fields: dict, lb: int, lgs: int) -> tuple[Signal, Signa
             with m.Case(int(fmt)):
                 shift = {8: 0, 4: 1, 2: 2}[fmt.slot_bits]
                 m.d.comb += slot_bytes.eq(_ceil_shift(fields["k"], shift))
-    a_row, w_row, meta_row = Signal(14), Signal(17), Signal(17)
+    # a_row: k (16 bits) over lines of at least 4 bytes is up to 16384 lines, 15 bits.
+    a_row, w_row, meta_row = Signal(15), Signal(17), Signal(17)
     m.d.comb += [
         a_row.eq(_ceil_shift(fields["k"], lb)),
         w_row.eq(_ceil_shift(slot_bytes, lb)),

@@ -479,11 +479,11 @@ def test_compact_tlmm_unit_extremes(extreme):
 
 def test_compact_tlmm_unit_at_the_largest_k_and_wrapping():
     """k = 65535 with activations -128/127 and all weights -1, accumulated onto ACC values
-    near 2**31 so the sums wrap modulo 2**32, on the iCEBreaker's engine shape, two channel
-    blocks. (64-bit lines: with 32-bit ones k = 65535 takes 16384 INP lines per row, one more
-    than the 14-bit ``a_row`` of GEMM_TILE and of the core's dispatcher can hold.)"""
+    near 2**31 so the sums wrap modulo 2**32, on the iCEBreaker's engine shape and line
+    width, two channel blocks. With 32-bit lines k = 65535 takes 16384 INP lines per row,
+    the widest ``a_row`` of GEMM_TILE."""
     rng = np.random.default_rng(52)
-    base = small_tlmm(group_size=2, rows=2, units=1, mem_width=64)
+    base = small_tlmm(group_size=2, rows=2, units=1, mem_width=32)
     config, ((inp, wgt, acc), fields, _) = compact_case(
         base, WeightEncoding.TERNARY, 1, 3, 65535, rng, accumulate=True, extreme="max")
     k, first = fields["k"], fields["acc"]
