@@ -4,7 +4,7 @@
 board          FPGA                   flow    host link / memory                        clock
 =============  =====================  ======  =======================================  ========
 icebreaker     iCE40 UP5K             open    UART (FTDI) bridge, on-chip 64 KiB SPRAM  12 MHz
-ulx3s          ECP5 LFE5U-85F         open    UART (FTDI) bridge, on-chip 256 KiB BRAM  5 MHz
+ulx3s          ECP5 LFE5U-85F         open    UART (FTDI) bridge, on-chip 256 KiB BRAM  30 MHz
 orangecrab     ECP5 LFE5U-25F         open    UART bridge on header pins, 32 KiB BRAM   40 MHz
 pynq-z2        Zynq-7020              vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 20 MHz
 kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-dma-buf) 40 MHz
@@ -12,8 +12,8 @@ kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-
 
 The ECP5 boards run the accelerator from a PLL at or below its measured Fmax (54.9 MHz on
 the OrangeCrab for ``tiny``, measured with the PLL at 40 MHz), not from the board
-oscillator. The Zynq clocks are guesses, not measurements (there is no Vivado on the
-project's machines): check Vivado's timing report and change ``clock_hz``. The open-flow
+oscillator; ``small`` on the ULX3S routes at 33.6 MHz with the PLL at 30 MHz. The Zynq
+clocks are guesses, not measurements (there is no Vivado on the project's machines): check Vivado's timing report and change ``clock_hz``. The open-flow
 boards have no CPU: the host (a PC on the board's USB serial port,
 or a Raspberry Pi) reaches the accelerator through the bridge
 (:mod:`trilobit.hw.bridge_soc`), and programs live in on-chip memory, ``memory_bytes`` of
@@ -119,8 +119,8 @@ BOARDS: dict[str, BoardPreset] = {
     "ulx3s": BoardPreset(
         "ulx3s", "ULX3S (Lattice ECP5 LFE5U-85F)", "open", "ecp5",
         "amaranth_boards.ulx3s:ULX3S_85F_Platform", "LFE5U-85F-6BG381C",
-        PRESETS["small"].replace(name="ulx3s"), 1 << 18, 5e6, "uart",
-        ecp5_pll_dividers(25e6, 5e6)),
+        PRESETS["small"].replace(name="ulx3s"), 1 << 18, 30e6, "uart",
+        ecp5_pll_dividers(25e6, 30e6)),
     "orangecrab": BoardPreset(
         "orangecrab", "OrangeCrab r0.2 (Lattice ECP5 LFE5U-25F)", "open", "ecp5",
         "amaranth_boards.orangecrab_r0_2:OrangeCrabR0_2_25FPlatform", "LFE5U-25F-8MG285C",
