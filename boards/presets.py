@@ -13,9 +13,9 @@ kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-
 The ECP5 boards run the accelerator from a PLL at or below its measured Fmax (54.9 MHz on
 the OrangeCrab for ``tiny``, measured with the PLL at 40 MHz), not from the board
 oscillator; ``small`` on the ULX3S routes at 33.6 MHz with the PLL at 30 MHz. The Zynq
-clocks are guesses, not measurements (there is no Vivado on the project's machines): check Vivado's timing report and change ``clock_hz``. The open-flow
-boards have no CPU: the host (a PC on the board's USB serial port,
-or a Raspberry Pi) reaches the accelerator through the bridge
+clocks are guesses, not measurements (there is no Vivado on the project's machines): check
+Vivado's timing report and change ``clock_hz``. The open-flow boards have no CPU: the host
+(a PC on the board's USB serial port, or a Raspberry Pi) reaches the accelerator through the bridge
 (:mod:`trilobit.hw.bridge_soc`), and programs live in on-chip memory, ``memory_bytes`` of
 it. Measured resources and Fmax are in docs/boards.md (``python bench/bench_boards.py``).
 """
