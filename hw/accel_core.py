@@ -947,6 +947,18 @@ class AcceleratorCore(wiring.Component):
             with m.Else():
                 m.d.sync += r["beat"].eq(r["beat"] + 1)
 
+        def take(queue, f, channel, pop_flag, acc_flag, latch, first_state):
+            """A transfer unit takes the instruction at the head of ``queue``: pops its
+            token, notes whether it moves ACC, and (full core) latches its fields at once;
+            the compact core latches them in its TAKE state from the shared queue RAM."""
+            m.d.comb += [queue.r_en.eq(1), popped[channel].eq(f[pop_flag])]
+            m.d.sync += acc_flag.eq(f["buf"] == Buffer.ACC)
+            if cfg.compact:
+                m.next = "TAKE"
+            else:
+                latch(f)
+                m.next = first_state
+
         load_regs = dict(buf=l_buf, push=l_push, rows=l_rows, row_lines=l_row_lines,
                          stride=l_stride, row_addr=l_row_addr, ptr=l_ptr, beat=l_beat,
                          row=l_row)
@@ -968,13 +980,7 @@ class AcceleratorCore(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += load_idle.eq(1)
                 with m.If(taking[lq]):
-                    m.d.comb += [lq.r_en.eq(1), popped["c2l"].eq(lf["pop_next"])]
-                    m.d.sync += load_acc.eq(lf["buf"] == Buffer.ACC)
-                    if cfg.compact:
-                        m.next = "TAKE"
-                    else:
-                        load_latch(lf)
-                        m.next = "RUN"
+                    take(lq, lf, "c2l", "pop_next", load_acc, load_latch, "RUN")
                 with m.Elif(lq.r_rdy):
                     count("load_stall")
             if cfg.compact:
@@ -1047,13 +1053,7 @@ class AcceleratorCore(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += store_idle.eq(1)
                 with m.If(taking[sq]):
-                    m.d.comb += [sq.r_en.eq(1), popped["c2s"].eq(sf["pop_prev"])]
-                    m.d.sync += store_acc.eq(sf["buf"] == Buffer.ACC)
-                    if cfg.compact:
-                        m.next = "TAKE"
-                    else:
-                        store_latch(sf)
-                        m.next = "READ"
+                    take(sq, sf, "c2s", "pop_prev", store_acc, store_latch, "READ")
                 with m.Elif(sq.r_rdy):
                     count("store_stall")
             if cfg.compact:
