@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trilobit.config import PRESETS, AcceleratorConfig, TlmmParams
+from trilobit.config import PRESETS, AcceleratorConfig, BitSerialParams, TlmmParams
 from trilobit.errors import ConfigError
 
 __all__ = ["BoardPreset", "BOARDS", "get_board", "ecp5_pll_dividers"]
@@ -111,6 +111,11 @@ _ICE40_CONFIG = AcceleratorConfig(
     requant_modes=("dyadic",), perf_counters=False, compact=True,
 )
 
+# `large` with half the bit-serial channels: the 32-channel x 16-lane engine alone is most of
+# `large`, which the yosys estimate puts at 113 % of the K26's LUTs (docs/boards.md).
+_KV260_CONFIG = PRESETS["large"].replace(
+    name="kv260", bitserial=BitSerialParams(rows=16, lanes=16, bits_per_cycle=2, group_size=128))
+
 BOARDS: dict[str, BoardPreset] = {
     "icebreaker": BoardPreset(
         "icebreaker", "iCEBreaker (Lattice iCE40 UP5K)", "open", "ice40",
@@ -131,7 +136,7 @@ BOARDS: dict[str, BoardPreset] = {
         PRESETS["small"].replace(name="pynq-z2", bus="axi4"), 0, 20e6, "axi"),
     "kv260": BoardPreset(
         "kv260", "Kria KV260 (AMD Zynq UltraScale+ K26)", "vivado", "zynqmp", "",
-        "xck26-sfvc784-2LV-c", PRESETS["large"].replace(name="kv260"), 0, 40e6, "axi"),
+        "xck26-sfvc784-2LV-c", _KV260_CONFIG, 0, 40e6, "axi"),
 }
 
 
