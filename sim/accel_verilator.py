@@ -3,9 +3,11 @@
 Python writes the memory image to a file, the C++ harness (``sim/harness/accel_harness.cpp``)
 programs the CSRs, starts the run, serves the data bus (Wishbone, or AXI4 with AXI4-Lite
 CSRs when ``config.bus == "axi4"``) from the image with random stalls and stops at the
-interrupt; no Python runs per clock cycle. The result has the same
-shape as the golden model's (:class:`trilobit.sim.golden.RunResult`), so the two compare
-field by field.
+interrupt; no Python runs per clock cycle. The simulated top (``sim/harness/accel_sim.sv``)
+holds the core and the bus side of the memory model, which calls the harness through DPI-C
+on every rising edge, so that during a run no logic depends on a top-level input. The
+result has the same shape as the golden model's (:class:`trilobit.sim.golden.RunResult`), so
+the two compare field by field.
 """
 
 from __future__ import annotations
@@ -20,16 +22,31 @@ import numpy as np
 from trilobit.config import AcceleratorConfig
 from trilobit.errors import BackendError
 from trilobit.hw.accel_axi import AcceleratorAxi
+from trilobit.hw.accel_compute import exact_log2
 from trilobit.hw.accel_core import AcceleratorCore
 from trilobit.hw.accel_csr import COUNTERS, REGISTERS
 from trilobit.isa import ErrorCode
 from trilobit.sim.golden import RunResult
 from trilobit.sim.toolchain import build_cpp_harness, verilog_for, waves_format
 
-__all__ = ["VerilatorAccelerator", "harness_source"]
+__all__ = ["SIM_TOP", "TOP", "VerilatorAccelerator", "harness_source", "simulation_verilog"]
 
-TOP = "accel"
+TOP = "accel"  # the core's Verilog module
+SIM_TOP = "accel_sim"  # the simulated top: the core and the memory's bus side
 _HARNESS = Path(__file__).parent / "harness" / "accel_harness.cpp"
+_SIM_TOP = Path(__file__).parent / "harness" / "accel_sim.sv"
+
+
+def simulation_verilog(config: AcceleratorConfig) -> str:
+    """The Verilog Verilator builds for ``config``: the core (module :data:`TOP`, Wishbone or
+    AXI4) and the simulated top :data:`SIM_TOP` around it."""
+    core = AcceleratorAxi(config) if config.bus == "axi4" else AcceleratorCore(config)
+    defines = [f"`define LINE_BITS {config.mem_width}",
+               f"`define LINE_LOG2 {exact_log2(config.line_bytes)}"]
+    if config.bus == "axi4":
+        defines.append("`define BUS_AXI")
+    top = _SIM_TOP.read_text().replace("@CORE@", TOP).replace("@DEFINES@", "\n".join(defines))
+    return verilog_for(core, TOP) + "\n" + top
 
 
 def harness_source(config: AcceleratorConfig) -> str:
@@ -40,7 +57,8 @@ def harness_source(config: AcceleratorConfig) -> str:
     table = ", ".join(f'{{"{name}", 0x{off:02x}u}}' for name, off in COUNTERS.items())
     defines.append("struct Counter { const char* name; uint32_t offset; };")
     defines.append(f"static const Counter COUNTER_TABLE[] = {{{table}}};")
-    return _HARNESS.read_text().replace("@TOP@", TOP).replace("@DEFINES@", "\n".join(defines))
+    return _HARNESS.read_text().replace("@TOP@", SIM_TOP).replace("@DEFINES@",
+                                                                  "\n".join(defines))
 
 
 class VerilatorAccelerator:
@@ -59,15 +77,13 @@ class VerilatorAccelerator:
         # With a path, every run writes its waves there (run n > 0 to stem.n.suffix).
         self.waves_path = Path(waves) if isinstance(waves, str | Path) else None
         self.runs = 0
-        top = AcceleratorAxi(config) if config.bus == "axi4" else AcceleratorCore(config)
-        verilog = verilog_for(top, TOP)
         args = list(verilator_args)
         self.waves_format = None
         if waves:
             self.waves_format = waves_format()
             args += ["--trace-fst"] if self.waves_format == "fst" else ["--trace"]
-        self.executable = build_cpp_harness(verilog, TOP, harness_source(config),
-                                            extra_args=args)
+        self.executable = build_cpp_harness(simulation_verilog(config), SIM_TOP,
+                                            harness_source(config), extra_args=args)
 
     def run(
         self,
