@@ -109,6 +109,8 @@ _ICE40_CONFIG = AcceleratorConfig(
     inp_bytes=512, wgt_bytes=1024, acc_bytes=1024, out_bytes=512, param_bytes=512,
     queue_depth=2, token_depth=4,
     requant_modes=("dyadic",), perf_counters=False, compact=True,
+    # 17-bit byte addresses: the 64 KiB memory and a window limit at its end (2**16).
+    addr_bits=17,
 )
 
 # `large` with half the bit-serial channels: the 32-channel x 16-lane engine alone is most of

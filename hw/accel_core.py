@@ -104,9 +104,19 @@ class _SequenceEntry:
         """Bits the running sum needs (exact for checks, the result's width for products)."""
         if not self.terms:
             return len(self.result)
-        product = [len(self.factors[0]) + len(self.factors[1])] if self.factors else []
-        bits = max(product + [len(Value.cast(t)) for t in self.terms])
-        return bits + len(self.terms)
+        largest = (((1 << len(self.factors[0])) - 1) * ((1 << len(self.factors[1])) - 1)
+                   if self.factors else 0)
+        largest += sum((1 << len(Value.cast(t))) - 1 for t in self.terms)
+        return largest.bit_length()
+
+    @property
+    def kept_width(self) -> int:
+        """Bits the running sum keeps: a ``>`` check only needs to know the sum passed its
+        limit, so it keeps one bit more than the limit and notes a carry out of them (the
+        sum only grows) instead of the exact sum."""
+        if self.terms and not self.below:
+            return min(self.width, len(Value.cast(self.limit)) + 1)
+        return self.width
 
 
 def _ceil_shift(value, shift: int):
@@ -186,10 +196,20 @@ class AcceleratorCore(wiring.Component):
         out_r, out_w = out.read_port(), out.write_port(granularity=8)
 
         # -- CSRs -------------------------------------------------------------------------
-        prog_base = Signal(32)
-        data_base = Signal(32)
-        win_base = Signal(32)
-        win_limit = Signal(32)
+        # External byte addresses are addr_bits wide: the bases keep their low bits, the
+        # window's ends saturate at 2**addr_bits (one bit more), so nothing at or beyond
+        # 2**addr_bits is ever inside the window (docs/isa.md).
+        abits = cfg.addr_bits
+        window_bits = 32 if abits == 32 else abits + 1
+        prog_base = Signal(abits)
+        data_base = Signal(abits)
+        win_base = Signal(window_bits)
+        win_limit = Signal(window_bits)
+
+        def window_end(data):
+            if abits == 32:
+                return data
+            return Mux(data[abits:].any(), 1 << abits, data[:abits])
         watchdog = Signal(32, init=cfg.watchdog_cycles)
         irq_enable = Signal()
         irq_pending = Signal()
@@ -245,9 +265,9 @@ class AcceleratorCore(wiring.Component):
                 with m.Case(REGISTERS["DATA_BASE"] // 4):
                     m.d.sync += data_base.eq(data & ~(line - 1))
                 with m.Case(REGISTERS["WIN_BASE"] // 4):
-                    m.d.sync += win_base.eq(data)
+                    m.d.sync += win_base.eq(window_end(data))
                 with m.Case(REGISTERS["WIN_LIMIT"] // 4):
-                    m.d.sync += win_limit.eq(data)
+                    m.d.sync += win_limit.eq(window_end(data))
                 with m.Case(REGISTERS["WATCHDOG"] // 4):
                     m.d.sync += watchdog.eq(data)
         m.d.comb += self.irq.eq(irq_pending & irq_enable)
@@ -299,12 +319,15 @@ class AcceleratorCore(wiring.Component):
         is_gemm = opcode == Opcode.GEMM
         is_post = opcode == Opcode.POST
         # First in a compact core's sequence, before the instruction is fetched (FETCH_CHECK):
-        # the whole instruction must lie in the window.
+        # the whole instruction must lie in the window. A pc whose bytes start at
+        # 2**addr_bits or beyond is outside whatever the bases (the window ends there).
+        pc_low = Cat(Const(0, 4), pc[:abits - 4])  # 16 * pc, its low addr_bits bits
         fetch_outside = cfg.compact and (
-            exceeds("fetch_before_window", Const(1), None, [prog_base, pc << 4], win_base,
-                    below=True)
+            pc[abits - 4:].any()
+            | exceeds("fetch_before_window", Const(1), None, [prog_base, pc_low],
+                      win_base, below=True)
             | exceeds("fetch_after_window", Const(1), None,
-                      [prog_base, pc << 4, Const(INSN_BYTES)], win_limit))
+                      [prog_base, pc_low, Const(INSN_BYTES)], win_limit))
         fetch_entries = len(sequence)
 
         decode_error = Signal(8)
@@ -350,7 +373,7 @@ class AcceleratorCore(wiring.Component):
 
         # LOAD / STORE spans (products in CHECK, ends in RANGE, comparisons in ISSUE)
         T = F[Opcode.LOAD]
-        buf_lines = Signal(24)
+        buf_lines = Signal(range(max(lines.values()) + 1) if cfg.compact else 24)
         with m.Switch(T["buf"]):
             for b in Buffer:
                 with m.Case(int(b)):
@@ -362,12 +385,17 @@ class AcceleratorCore(wiring.Component):
             span_lines = registered(T["rows"] * T["row_lines"], 24, "span_lines")
             xfer_range = T["sram"] + span_lines > buf_lines
         if cfg.compact:
-            # The first byte in the window, the last row's end at most its limit.
+            # The first byte in the window, the last row's end at most its limit; an offset
+            # or a stride (of more than one row) reaching 2**addr_bits is outside already.
+            dram, stride = T["dram"][:abits], T["stride"][:abits]
             xfer_window_ok = ~(
-                exceeds("xfer_before_window", is_xfer, None, [data_base, T["dram"]], win_base,
-                        below=True)
-                | exceeds("xfer_after_window", is_xfer, (T["rows"] - 1, T["stride"]),
-                          [data_base, T["dram"], T["row_lines"] << lb], win_limit))
+                (T["dram"][abits:].any() if abits < len(T["dram"]) else 0)
+                | ((T["stride"][abits:].any() & (T["rows"] > 1))
+                   if abits < len(T["stride"]) else 0)
+                | exceeds("xfer_before_window", is_xfer, None, [data_base, dram], win_base,
+                          below=True)
+                | exceeds("xfer_after_window", is_xfer, (T["rows"] - 1, stride),
+                          [data_base, dram, T["row_lines"] << lb], win_limit))
         else:
             xfer_start = registered(data_base + T["dram"], 34, "xfer_start")
             xfer_rows = registered((T["rows"] - 1) * T["stride"], 36, "xfer_rows")
@@ -397,9 +425,11 @@ class AcceleratorCore(wiring.Component):
                 == {(f.name, f.lsb, f.width) for f in FORMATS[Opcode.POST] if f.name in ("m", "n")})
         if cfg.compact:
             # Only the macs counter reads tile_macs.
-            tile = product(G["m"], G["n"], 20, "tile_entries", is_gemm & cfg.perf_counters)
-            tile_macs = (product(tile, G["k"], 36, "tile_macs", is_gemm) if cfg.perf_counters
-                         else Const(0, 36))
+            if cfg.perf_counters:
+                tile = product(G["m"], G["n"], 20, "tile_entries", is_gemm)
+                tile_macs = product(tile, G["k"], 36, "tile_macs", is_gemm)
+            else:
+                tile_macs = Const(0, 36)
             gemm_range = (
                 exceeds("inp_beyond", is_gemm, (G["m"], a_row), [G["inp"]], lines[Buffer.INP])
                 | exceeds("wgt_beyond", is_gemm, (G["n"], w_row), [G["wgt"]],
@@ -501,9 +531,9 @@ class AcceleratorCore(wiring.Component):
         beat = Signal(12)  # instruction fetch beat
         # PROG_BASE + 16 * pc: a register kept alongside pc (no adder on the bus), or in a
         # compact core the sum itself.
-        fetch_addr = Signal(36)
-        if cfg.compact:
-            m.d.comb += fetch_addr.eq(prog_base + (pc << 4))
+        fetch_addr = Signal(abits if cfg.compact else 36)
+        if cfg.compact:  # (in the window, so below 2**addr_bits: no carry is lost)
+            m.d.comb += fetch_addr.eq(prog_base + pc_low)
         # The last byte address an instruction may start at and still lie in the window.
         if not cfg.compact:
             fetch_last = registered(win_limit - INSN_BYTES, signed(34), "fetch_last")
@@ -683,7 +713,8 @@ class AcceleratorCore(wiring.Component):
             seq_bit = Signal(range(max(len(e.factors[1]) for e in sequence if e.factors)))
             seq_adding = Signal()  # past the product: adding the terms
             seq_term = Signal(range(max(len(e.terms) for e in sequence)))
-            partial = Signal(max(e.width for e in sequence))
+            partial = Signal(max(e.kept_width for e in sequence))
+            seq_over = Signal()  # a > check's sum carried out of the kept bits: it exceeds
 
             # Operands through one multiplexer each, over the distinct sources (many entries
             # share a field); the entry and its step choose a source number.
@@ -706,10 +737,12 @@ class AcceleratorCore(wiring.Component):
             limit, limit_code, limit_of = chooser(
                 "limit", [Value.cast(e.limit) for e in sequence if e.terms])
             step = Signal(len(partial))
-            m.d.comb += step.eq(
+            step_carry = Signal(max(len(partial) + 1, len(term), len(factor)) + 1 - len(partial))
+            m.d.comb += Cat(step, step_carry).eq(
                 Mux(seq_adding, partial, partial << 1)
                 + Mux(seq_adding, term, Mux(multiplier.bit_select(seq_bit, 1), factor, 0)))
-            above, under = step > limit, step < limit
+            # (only > checks can carry out of the kept bits: see kept_width)
+            above, under = seq_over | step_carry.any() | (step > limit), step < limit
 
             # What this cycle does, from the entry (the Switch below), applied once.
             seq_finish = Signal()  # the entry is done or skipped: start the next one
@@ -749,9 +782,10 @@ class AcceleratorCore(wiring.Component):
             with m.If(in_sequence):
                 with m.If(seq_finish):
                     m.d.sync += [seq_index.eq(seq_index + 1), partial.eq(0), seq_term.eq(0),
-                                 seq_bit.eq(next_bit), seq_adding.eq(next_adding)]
+                                 seq_bit.eq(next_bit), seq_adding.eq(next_adding),
+                                 seq_over.eq(0)]
                 with m.Else():
-                    m.d.sync += partial.eq(step)
+                    m.d.sync += [partial.eq(step), seq_over.eq(seq_over | step_carry.any())]
                     with m.If(seq_to_adding):
                         m.d.sync += seq_adding.eq(1)
                     with m.Elif(seq_adding):
@@ -761,7 +795,7 @@ class AcceleratorCore(wiring.Component):
             with m.Elif(~seq_hold):
                 # Ready for the next instruction (also after an abort).
                 first = sequence[0]
-                m.d.sync += [seq_index.eq(0), partial.eq(0), seq_term.eq(0),
+                m.d.sync += [seq_index.eq(0), partial.eq(0), seq_term.eq(0), seq_over.eq(0),
                              seq_bit.eq(len(first.factors[1]) - 1 if first.factors else 0),
                              seq_adding.eq(first.factors is None)]
 
@@ -911,8 +945,11 @@ class AcceleratorCore(wiring.Component):
         l_buf = Signal(3)
         l_flip, l_push = Signal(), Signal()
         l_rows, l_row_lines = Signal(12), Signal(12)
-        l_stride = Signal(24)
-        l_row_addr = Signal(34)
+        # A transfer's addresses: checked inside the window at dispatch, so addr_bits wide
+        # (a full core with 32-bit addresses keeps its two spare bits).
+        row_addr_bits = 34 if abits == 32 and not cfg.compact else abits
+        l_stride = Signal(min(24, abits))
+        l_row_addr = Signal(row_addr_bits)
         l_ptr = Signal(17)
         l_beat, l_row = Signal(12), Signal(12)
         l_ready = lq.r_rdy & (~lf["pop_next"] | (live["c2l"] != 0)) & (
@@ -1035,8 +1072,8 @@ class AcceleratorCore(wiring.Component):
             s_buf = Signal(3)
             s_push = Signal()
             s_rows, s_row_lines = Signal(12), Signal(12)
-            s_stride = Signal(24)
-            s_row_addr = Signal(34)
+            s_stride = Signal(min(24, abits))
+            s_row_addr = Signal(row_addr_bits)
             s_ptr = Signal(17)
             s_beat, s_row = Signal(12), Signal(12)
         s_ready = sq.r_rdy & (~sf["pop_prev"] | (live["c2s"] != 0)) & (

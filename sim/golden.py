@@ -313,14 +313,18 @@ class GoldenMachine:
             self.win_base, self.win_limit = (int(w) for w in window)
         if watchdog is not None:
             self.watchdog = int(watchdog)
+        # The CSRs hold addr_bits-bit addresses, as the hardware does: the bases drop the
+        # bits below their alignment and above addr_bits, the window's ends saturate at
+        # 2**addr_bits (so nothing at or beyond it is inside the window).
+        top = 1 << self.config.addr_bits
+        self.win_base, self.win_limit = min(self.win_base, top), min(self.win_limit, top)
         if not 0 <= self.win_base <= self.win_limit <= min(self.memory.size, 1 << 32):
             raise BackendError(
                 f"window [{self.win_base:#x}, {self.win_limit:#x}) must lie inside memory "
                 f"of {self.memory.size:#x} bytes"
             )
-        # The CSRs drop address bits below their alignment, as the hardware does.
-        self.prog_base &= ~(INSN_BYTES - 1) & 0xFFFFFFFF
-        self.data_base &= ~(self.line - 1) & 0xFFFFFFFF
+        self.prog_base &= ~(INSN_BYTES - 1) & (top - 1)
+        self.data_base &= ~(self.line - 1) & (top - 1)
         if self.reference:
             return _Run(self).execute()
         from trilobit.sim.golden_fast import FastRun  # imports this module

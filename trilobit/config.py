@@ -60,6 +60,9 @@ BUSES = ("wishbone", "axi4")
 #: (float32, bit-identical to onnxruntime; the larger circuit) and ``"dyadic"`` (integer
 #: multiplier and shift, at most one unit of the output type from onnxruntime).
 REQUANT_MODES = ("ort", "dyadic")
+#: Range of :attr:`AcceleratorConfig.addr_bits`: 32-bit CSRs and ISA addresses at most; at
+#: least 4 KiB of address space.
+ADDR_BITS_MIN, ADDR_BITS_MAX = 12, 32
 
 
 def _check_int(owner: str, name: str, value: int, lo: int, hi: int) -> None:
@@ -150,6 +153,12 @@ class AcceleratorConfig:
             fewer pipeline registers (dispatch checks, post-processing, GEMM unit beat
             formation), so it reaches a lower Fmax. Results, status and counters are the
             same; only cycle timing differs.
+        addr_bits: width of the external byte address space, bits (12..32): the core's
+            address registers, adders and window comparators are this wide. PROG_BASE and
+            DATA_BASE keep their low ``addr_bits`` bits, WIN_BASE and WIN_LIMIT saturate at
+            ``2**addr_bits``, so an access reaching ``2**addr_bits`` or beyond is outside the
+            window (docs/isa.md). Part of :meth:`hash` only when not 32, so configs that
+            leave it at 32 keep the hash they had before the field existed.
     """
 
     name: str = "custom"
@@ -168,6 +177,7 @@ class AcceleratorConfig:
     requant_modes: tuple[str, ...] = REQUANT_MODES
     perf_counters: bool = True
     compact: bool = False
+    addr_bits: int = ADDR_BITS_MAX
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -218,6 +228,7 @@ class AcceleratorConfig:
                               f"got {self.perf_counters!r}")
         if not isinstance(self.compact, bool):
             raise ConfigError(f"config.compact must be True or False, got {self.compact!r}")
+        _check_int("config", "addr_bits", self.addr_bits, ADDR_BITS_MIN, ADDR_BITS_MAX)
 
     @property
     def line_bytes(self) -> int:
@@ -256,6 +267,8 @@ class AcceleratorConfig:
         """Sorted-key, whitespace-free JSON of every hardware parameter (``name`` excluded)."""
         data = self.to_dict()
         del data["name"]
+        if data["addr_bits"] == ADDR_BITS_MAX:  # the hash from before the field existed
+            del data["addr_bits"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def hash(self) -> str:

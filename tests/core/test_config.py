@@ -52,6 +52,9 @@ def test_round_trip_through_dict():
         ({"queue_depth": 1}, "queue_depth"),
         ({"token_depth": 0}, "token_depth"),
         ({"compact": 1}, "compact"),
+        ({"addr_bits": 11}, "addr_bits"),
+        ({"addr_bits": 33}, "addr_bits"),
+        ({"addr_bits": True}, "addr_bits"),
         ({"watchdog_cycles": 0}, "watchdog_cycles"),
         ({"tlmm": None, "bitserial": None}, "engine"),
     ],
@@ -103,3 +106,15 @@ def test_requant_modes_and_perf_counters_are_validated():
             cfg.replace(requant_modes=bad)
     with pytest.raises(ConfigError, match="perf_counters"):
         cfg.replace(perf_counters=1)
+
+
+def test_addr_bits_enters_the_hash_only_when_narrowed():
+    cfg = preset("tiny")
+    assert cfg.addr_bits == 32 and "addr_bits" not in cfg.canonical_json()
+    narrow = cfg.replace(addr_bits=17)
+    assert '"addr_bits":17' in narrow.canonical_json() and narrow.hash() != cfg.hash()
+    assert AcceleratorConfig.from_dict(json.loads(json.dumps(narrow.to_dict()))) == narrow
+    # a dict written before the field existed reads as 32-bit addresses, same hash
+    old = cfg.to_dict()
+    del old["addr_bits"]
+    assert AcceleratorConfig.from_dict(old).hash() == cfg.hash()

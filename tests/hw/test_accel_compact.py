@@ -151,3 +151,125 @@ def test_queue_back_pressure_and_tokens_match_golden(rtl, rng):
         gm, golden, result, final = run_both(rtl, memory, 0, 0, (0, 1 << 15), 0, stall, seed)
         assert golden.ok, golden
         assert_same(gm, golden, result, final, f"stall {stall}")
+
+
+# -- a narrow address space (AcceleratorConfig.addr_bits): the iCEBreaker's 17 bits ----------
+
+@pytest.fixture(scope="module")
+def narrow_rtl():
+    from trilobit.sim.accel_verilator import VerilatorAccelerator
+
+    config = CONFIGS["icebreaker"]
+    assert config.addr_bits < 32
+    return VerilatorAccelerator(config)
+
+
+def _top_of_address_space_program(config, case: str) -> tuple[bytes, int]:
+    """A LOAD into ACC and a STORE of it back, placed by ``case`` against the top of the
+    address space (``2**addr_bits``); returns (program, DATA_BASE). The DATA_BASE sits 4 KiB
+    below the top, so offsets are small unless a case sets their high bits."""
+    line, top = config.line_bytes, 1 << config.addr_bits
+    data_base = top - 0x1000
+    rows, row_lines, stride = 2, 2, 64
+    dram = 0x1000 - stride - row_lines * line  # the last row ends exactly at the top
+    store_dram = 0x400
+    if case == "past_top":  # the last row's last line is the first past the top
+        row_lines += 1
+    elif case == "offset_wraps_addr_bits":  # the offset's low addr_bits bits are inside
+        dram += top
+    elif case == "offset_wraps_32_bits":  # DATA_BASE + dram carries out of 32 bits
+        dram = (dram - data_base) % (1 << 32)
+    elif case == "stride_wraps":  # the stride's low addr_bits bits are the same 64
+        stride += top
+    elif case == "single_row_ignores_stride":  # one row: the stride is never added
+        rows, stride, dram = 1, top + 64, 0x1000 - row_lines * line
+    elif case == "rows_times_stride_wraps":  # (rows - 1) * stride is 2**(addr_bits + 2)
+        rows, stride, dram = 9, top >> 1, 0x1000 - row_lines * line
+    elif case == "store_past_top":
+        store_dram = 0x1000 - line
+    asm = Assembler()
+    asm.load(Buffer.ACC, 0, dram, rows=rows, row_lines=row_lines, stride=stride)
+    asm.sync()
+    asm.store(Buffer.ACC, 0, store_dram, rows=1, row_lines=2)
+    asm.end()
+    return asm.assemble(), data_base
+
+
+TOP_CASES = {"at_top": ErrorCode.NONE, "past_top": ErrorCode.WINDOW,
+             "offset_wraps_addr_bits": ErrorCode.WINDOW,
+             "offset_wraps_32_bits": ErrorCode.WINDOW, "stride_wraps": ErrorCode.WINDOW,
+             "single_row_ignores_stride": ErrorCode.NONE,
+             "rows_times_stride_wraps": ErrorCode.WINDOW, "store_past_top": ErrorCode.WINDOW}
+
+
+@pytest.mark.parametrize("case", list(TOP_CASES))
+def test_transfers_at_the_top_of_a_narrow_address_space_match_golden(narrow_rtl, case, rng):
+    """Window checks of transfers whose exact byte addresses reach 2**addr_bits, or whose
+    offsets and strides have bits above addr_bits: outside, and no bus transfer (the
+    harness counts any outside the window), whatever their low bits."""
+    config = narrow_rtl.config
+    top = 1 << config.addr_bits
+    program, data_base = _top_of_address_space_program(config, case)
+    memory = rng.integers(0, 256, top, dtype=np.uint8)
+    memory[: len(program)] = np.frombuffer(program, np.uint8)
+    # The window reaches the top of the address space.
+    gm, golden, result, final = run_both(narrow_rtl, memory, 0, data_base, (0, top), 0,
+                                         0.3, 7)
+    assert golden.error == TOP_CASES[case], golden
+    assert_same(gm, golden, result, final, case)
+    if case == "at_top":  # the bytes ending at the top were moved
+        assert np.array_equal(final[data_base + 0x400: data_base + 0x408],
+                              memory[top - 0x48: top - 0x40])
+
+
+@pytest.mark.parametrize("case", ["runs_off_the_top", "jump_beyond_addr_bits"])
+def test_fetch_at_the_top_of_a_narrow_address_space_matches_golden(narrow_rtl, case, rng):
+    """The instruction after the last one below 2**addr_bits, and a JUMP whose target
+    wraps to a valid instruction in addr_bits bits, are outside the window (ERROR_PC is
+    the whole pc)."""
+    config = narrow_rtl.config
+    top = 1 << config.addr_bits
+    asm = Assembler()
+    asm.sync()
+    if case == "jump_beyond_addr_bits":
+        asm.jump((top >> 4) + 3)  # low bits: the END at pc 3
+        asm.sync()
+        asm.end()
+        prog_base = 0x100
+    else:
+        asm.sync()  # then pc 2 starts at the top
+        prog_base = top - 32
+    program = asm.assemble()
+    memory = rng.integers(0, 256, top, dtype=np.uint8)
+    memory[prog_base: prog_base + len(program)] = np.frombuffer(program, np.uint8)
+    gm, golden, result, final = run_both(narrow_rtl, memory, prog_base, 0, (0, top), 0, 0.3, 3)
+    assert golden.error == ErrorCode.WINDOW, golden
+    assert golden.error_pc == (2 if case == "runs_off_the_top" else (top >> 4) + 3)
+    assert_same(gm, golden, result, final, case)
+
+
+def test_address_csrs_keep_addr_bits_and_the_window_saturates(narrow_rtl, rng):
+    """PROG_BASE and DATA_BASE written with bits above addr_bits run the program from their
+    low bits; WIN_BASE/WIN_LIMIT beyond the top read as the top. The golden model run with
+    the reduced values gives the same results as RTL and golden with the raw ones."""
+    config = narrow_rtl.config
+    top = 1 << config.addr_bits
+    case = layer_case(rng, config, max_n=16, max_k=64)
+    raw = dict(prog_base=case.prog_base + 3 * top, data_base=case.data_base + top)
+    reduced = GoldenMachine(config, case.memory.copy()).run(
+        case.prog_base, case.data_base, (case.window[0], top), 0)
+    memory = np.zeros(top, dtype=np.uint8)
+    memory[: case.memory.size] = case.memory
+    gm, golden, result, final = run_both(narrow_rtl, memory, raw["prog_base"],
+                                         raw["data_base"], (case.window[0], 0xFFFFFFFF), 0,
+                                         0.3, 11)
+    assert golden.ok and reduced.ok, (golden, reduced)
+    assert_same(gm, golden, result, final, case.description)
+    assert {k: golden.counters[k] for k in ARCH_COUNTERS} == {
+        k: reduced.counters[k] for k in ARCH_COUNTERS}
+    for check in case.outputs:
+        assert np.array_equal(check.read(final), check.expected), case.description
+    # and a window base past the top is an empty window: the first fetch is outside
+    gm, golden, result, final = run_both(narrow_rtl, memory, case.prog_base, case.data_base,
+                                         (top + 16, 0xFFFFFFFF), 0, 0.0, 1)
+    assert golden.error == result.error == ErrorCode.WINDOW and result.error_pc == 0
