@@ -57,11 +57,13 @@ class HostBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
+        # The header's bytes shift in where the request keeps them: command, address (byte
+        # address, or the cycle budget of WAIT_IRQ), count (words left); no second copy.
         header = Signal(8 * HEADER_BYTES)
         header_count = Signal(range(HEADER_BYTES + 1))
-        command = Signal(8)
-        address = Signal(32)  # byte address, or the cycle budget of WAIT_IRQ
-        count = Signal(16)  # words left
+        command = header[0:8]
+        address = header[8:40]
+        count = header[40:56]
         word = Signal(32)
         byte_index = Signal(2)
         reply = Signal(8)
@@ -101,10 +103,8 @@ class HostBridge(wiring.Component):
                         m.d.sync += header_count.eq(header_count + 1)
 
             with m.State("DISPATCH"):
-                m.d.comb += command.eq(header[0:8])
                 m.d.sync += [
-                    address.eq(header[8:40] & ~3),
-                    count.eq(header[40:56]),
+                    address[:2].eq(0),  # word aligned (WAIT_IRQ: the budget, kept whole)
                     to_csr.eq((command == Command.CSR_READ) | (command == Command.CSR_WRITE)),
                 ]
                 with m.Switch(command):
@@ -115,12 +115,12 @@ class HostBridge(wiring.Component):
                         m.next = "READ_STATUS"
                     with m.Case(Command.CSR_WRITE, Command.MEM_WRITE):
                         m.d.sync += reply.eq(Reply.ACK)
-                        with m.If(header[40:56] == 0):
+                        with m.If(count == 0):
                             m.next = "REPLY"
                         with m.Else():
                             m.next = "RECEIVE_WORD"
                     with m.Case(Command.WAIT_IRQ):
-                        m.d.sync += address.eq(header[8:40])  # the budget, not aligned
+                        m.d.sync += address[:2].eq(address[:2])  # the budget, not aligned
                         m.next = "WAIT_IRQ"
                     with m.Default():
                         m.d.sync += reply.eq(Reply.NAK)
