@@ -622,11 +622,16 @@ class AcceleratorCore(wiring.Component):
         heads = {q: q.r_data for q in (lq, cq, sq)}
         bodies = dict(heads)
         taking = {q: Signal(name=f"{name}_takes") for name, q in queues.items()}
+        # A compact core's queue RAM also keeps a GEMM's row strides in lines beside the
+        # instruction, as the dispatcher worked them out for its checks (block RAM to
+        # spare; the compute unit would need the same adders again).
+        strides = [a_row, w_row] + ([meta_row] if cfg.bitserial else [])
         if cfg.compact:
-            m.submodules.queued = queued = Memory(shape=unsigned(INSN_BITS),
-                                                  depth=3 * queue_slots, init=[])
+            m.submodules.queued = queued = Memory(
+                shape=unsigned(INSN_BITS + sum(len(v) for v in strides)),
+                depth=3 * queue_slots, init=[])
             queued_w, queued_r = queued.write_port(), queued.read_port()
-            m.d.comb += queued_w.data.eq(insn)
+            m.d.comb += queued_w.data.eq(Cat(insn, *strides))
             for index, (name, q) in enumerate(queues.items()):
                 # Slots are used in order, so the next one is free whenever the queue is not
                 # full (the dispatcher writes only then).
@@ -637,7 +642,7 @@ class AcceleratorCore(wiring.Component):
                     m.d.comb += [queued_w.addr.eq(slot), queued_w.en.eq(1)]
                     m.d.sync += tail.eq(Mux(tail == cfg.queue_depth - 1, 0, tail + 1))
                 heads[q] = Cat(q.r_data[:head_bits], Const(0, INSN_BITS - head_bits))
-                bodies[q] = queued_r.data
+                bodies[q] = queued_r.data[:INSN_BITS]
                 with m.If(taking[q]):
                     m.d.comb += queued_r.addr.eq(q.r_data[head_bits:])
         else:
@@ -1158,7 +1163,13 @@ class AcceleratorCore(wiring.Component):
         CG = field_values(bodies[cq], Opcode.GEMM)
         CP = field_values(bodies[cq], Opcode.POST)
         c_opcode = bodies[cq][0:4]
-        c_a_row, c_w_row, c_meta_row = gemm_rows(m, CG, lb, lgs)
+        if cfg.compact:
+            queued_strides = queued_r.data[INSN_BITS:]
+            c_a_row, c_w_row = queued_strides[:len(a_row)], queued_strides[len(a_row):][
+                :len(w_row)]
+            c_meta_row = queued_strides[len(a_row) + len(w_row):] if cfg.bitserial else 0
+        else:
+            c_a_row, c_w_row, c_meta_row = gemm_rows(m, CG, lb, lgs)
         c_push_prev, c_push_next = Signal(), Signal()
         c_ready = cq.r_rdy & (~CH["pop_prev"] | (live["l2c"] != 0)) & (
             ~CH["pop_next"] | (live["s2c"] != 0)) & ~load_acc & ~store_acc
