@@ -45,6 +45,18 @@ LINKS = ("uart", "spi")
 #: ``synth_ecp5`` has no other LUT mapper, so synthesis stops before ``map_luts`` and
 #: :data:`SCRIPT_AFTER_SYNTH` finishes it with ``abc`` (synth_lattice's remaining steps).
 SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-run :map_luts"}
+#: yosys commands right after reading the design. iCE40: the synchronous read ports of the
+#: block RAMs may return anything when the same address is written in that cycle. Amaranth
+#: asks for the old data there, which yosys emulates around every iCE40 RAM by delaying its
+#: writes a cycle and bypassing them to the reads (about 700 logic cells on the iCEBreaker
+#: core). The core never uses such a read: its instruction-queue RAM never reads the slot it
+#: writes, each unit reads a buffer line only after its own write of it is done, and units
+#: touch the same lines only when the program orders them by tokens (otherwise the results
+#: are undefined by the ISA anyway); reads nobody takes (idle ports) are ignored.
+SCRIPT_AFTER_READ = {
+    "ice40": "setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:CLK_ENABLE=1 %i",
+    "ecp5": "",
+}
 SCRIPT_AFTER_SYNTH = {
     "ice40": "",
     "ecp5": "\n".join([
@@ -238,6 +250,7 @@ def build_open(board: BoardPreset, out: Path,
     step("elaborating and writing Verilog")
     plan = platform.prepare(BoardTop(board, link), name=TOP_NAME,
                             synth_opts=SYNTH_OPTS[board.family],
+                            script_after_read=SCRIPT_AFTER_READ[board.family],
                             script_after_synth=SCRIPT_AFTER_SYNTH[board.family],
                             nextpnr_opts="--report report.json --timing-allow-fail "
                                          + NEXTPNR_OPTS[board.family])
