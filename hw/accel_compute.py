@@ -119,10 +119,9 @@ MAX_K = (1 << 16) - 1
 ACT_BITS = 8
 #: Width of the integer group scale in the metadata, bits.
 SCALE_BITS = 8
-#: INP lines queued ahead of the table-lookup unit's activation window.
+#: INP lines queued ahead of the table-lookup unit's activation window (the compact form
+#: has no queue: its window is a line deeper).
 ACT_QUEUE = 4
-#: ... in the compact form (still a line a cycle, but no slack for the window's stalls).
-COMPACT_ACT_QUEUE = 2
 #: Width of the units' buffer address ports, bits.
 ADDR_BITS = 17
 
@@ -618,9 +617,14 @@ class TlmmGemmUnit(wiring.Component):
                 wptr.next_set(tile.w_row, on_done=[f_active.eq(0)])
 
         # -- INP reader: the activation row's lines, once per block, into a queue of
-        # ACT_QUEUE lines (a read returns a cycle later; the window takes up to a line a cycle)
-        queue = COMPACT_ACT_QUEUE if self.config.compact else ACT_QUEUE
-        m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=queue)
+        # ACT_QUEUE lines (a read returns a cycle later; the window takes up to a line a cycle).
+        # Compact: no queue; the lines go straight into an activation window one line deeper
+        # than a beat needs, read when it will have room (as the WGT lines above).
+        a_step = math.gcd(N, line)  # every beat starts at a multiple of this byte offset
+        a_depth = _window_depth(N, line, a_step)
+        awin = _LineWindow("awin", 1, 8 * line, a_depth + self.config.compact)
+        if not self.config.compact:
+            m.submodules.act_lines = act_lines = SyncFIFO(width=8 * line, depth=ACT_QUEUE)
         r_active = Signal()
         r_line = Signal(16)
         r_j0 = Signal(13)
@@ -629,8 +633,9 @@ class TlmmGemmUnit(wiring.Component):
         r_abase = Signal(pointer_bits(self.config, "inp"))  # INP line 0 of the activation row
         r_inflight = Signal()
         m.d.comb += self.inp_addr.eq(r_addr)
-        # a read is issued only if its line will find room in the queue a cycle later
-        r_issue = r_active & (act_lines.level + r_inflight < queue)
+        # a read is issued only if its line will find room a cycle later
+        r_issue = r_active & ((awin.have + r_inflight < awin.depth) if self.config.compact
+                              else (act_lines.level + r_inflight < ACT_QUEUE))
         m.d.sync += r_inflight.eq(r_issue)
         with m.If(r_issue):
             m.d.sync += [r_line.eq(r_line + 1), r_addr.eq(r_addr + 1)]
@@ -640,13 +645,12 @@ class TlmmGemmUnit(wiring.Component):
                                                          r_addr.eq(r_abase + tile.a_row)])
                 with m.If(done):
                     m.d.sync += r_active.eq(0)
-        m.d.comb += [act_lines.w_en.eq(r_inflight), act_lines.w_data.eq(self.inp_data)]
+        if not self.config.compact:
+            m.d.comb += [act_lines.w_en.eq(r_inflight), act_lines.w_data.eq(self.inp_data)]
 
         # -- activation beats: N consecutive activations of the row, across INP lines; zero
         # past k. ``a_left`` counts the activations of the block from this beat on. ------------
-        a_step = math.gcd(N, line)  # every beat starts at a multiple of this byte offset
         act_in = _RegisteredStream(m, "act_in", engine.act, registered=not self.config.compact)
-        awin = _LineWindow("awin", 1, 8 * line, _window_depth(N, line, a_step))
         a_off = Signal(range(line))
         a_left = Signal(signed(18))  # activations of the block from this beat on
         a_last = Signal()  # this beat ends the block's activations: a_left <= N
@@ -657,8 +661,10 @@ class TlmmGemmUnit(wiring.Component):
         m.d.comb += [
             a_after.eq(a_off + N),
             a_need.eq(Mux(a_last, a_lines, (a_after + (line - 1)) >> lb)),
-            awin.push.eq(act_lines.r_rdy & awin.room), act_lines.r_en.eq(awin.push),
-            awin.data[0].eq(act_lines.r_data),
+            *([awin.push.eq(r_inflight), awin.data[0].eq(self.inp_data)]
+              if self.config.compact else
+              [awin.push.eq(act_lines.r_rdy & awin.room), act_lines.r_en.eq(awin.push),
+               awin.data[0].eq(act_lines.r_data)]),
             act_in.valid.eq((awin.have != 0) & (awin.have >= a_need)),
         ]
         a_bytes = awin.bits(0)

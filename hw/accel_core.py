@@ -570,9 +570,11 @@ class AcceleratorCore(wiring.Component):
                 irq_pending.eq(1),
             ]
 
-        # Read-port defaults: keep reading the current pointers.
+        # Read-port defaults: keep reading the current pointers. (A compact core's PARAM port
+        # reads only when POST issues operands: the compact POST unit reads the channel's
+        # parameters from the port while its result forms.)
         m.d.comb += [inp_r.en.eq(1), wgt_r.en.eq(1), wgt_m.en.eq(1), acc_r.en.eq(1),
-                     param_r.en.eq(1), out_r.en.eq(1)]
+                     *([] if cfg.compact else [param_r.en.eq(1)]), out_r.en.eq(1)]
 
 
         flush = Signal()  # START and the watchdog empty the queues and the pipelines
@@ -1304,6 +1306,8 @@ class AcceleratorCore(wiring.Component):
 
         # POST operands: addresses now, buffer data (and the tag) next cycle.
         m.d.sync += p1_valid.eq(post_issue)
+        if cfg.compact:
+            m.d.comb += param_r.en.eq(post_issue)
         m.d.comb += post.operands.valid.eq(p1_valid)
         with m.If(post_issue):
             m.d.comb += [

@@ -51,7 +51,9 @@ Ports:
   channel's 16-byte PARAM entry (low 96 bits), the residual byte, and a ``tag`` (e.g. the
   destination address) returned unchanged with the result. ``valid`` may be high at most
   once in any :attr:`interval` consecutive cycles (1 in the pipelined form: every cycle; the
-  compact form ignores operands that arrive sooner).
+  compact form ignores operands that arrive sooner). The compact form without ``"ort"``
+  reads M and the shift from ``param`` until the cycle before ``result.valid``: ``param``
+  must hold from ``valid`` until then (the core reads PARAM only when it issues operands).
 * ``result``: stream (no ready) of ``value`` (int32: ``v`` in mode ACC, else the clipped
   8-bit output sign- or zero-extended) and ``tag``.
 * ``busy``: a result is in flight.
@@ -304,10 +306,17 @@ class PostUnit(wiring.Component):
         with m.If(take):
             m.d.sync += [
                 v.eq(v_now), ones_complement.eq(v_now ^ v_now[31].replicate(32)),
-                negative.eq(v_now < 0), mult_bits.eq(i.param[32:64]),
-                column_a.eq(shift_m1[4:6]), funnel.eq(~shift_m1[0:4]),
-                zp_lo_hi.eq(i.param[72:96]), tag.eq(i.tag),
+                negative.eq(v_now < 0), zp_lo_hi.eq(i.param[72:96]), tag.eq(i.tag),
             ]
+        if self.has_ort:
+            with m.If(take):
+                m.d.sync += [mult_bits.eq(i.param[32:64]), column_a.eq(shift_m1[4:6]),
+                             funnel.eq(~shift_m1[0:4])]
+        else:
+            # Dyadic only: the PARAM entry stays on the port until the result (ports, above),
+            # so M and the shift are read from it, not held.
+            m.d.comb += [mult_bits.eq(i.param[32:64]), column_a.eq(shift_m1[4:6]),
+                         funnel.eq(~shift_m1[0:4])]
 
         y_paths = {}
         if self.has_dyadic:
