@@ -88,6 +88,11 @@ class HostBridge(wiring.Component):
             bus_data_r.eq(Mux(to_csr, self.csr_dat_r, self.mem_dat_r)),
         ]
 
+        # One adder steps the address: the next word (+4), or WAIT_IRQ's budget (-1).
+        waiting = Signal()
+        address_step = Signal(32)
+        m.d.comb += address_step.eq(address + Mux(waiting, 0xFFFF_FFFF, 4))
+
         with m.FSM():
             with m.State("HEADER"):
                 # Collect 7 bytes, the first one ending up in the low byte.
@@ -151,7 +156,7 @@ class HostBridge(wiring.Component):
                 with m.If(self.tx.ready):
                     m.d.sync += byte_index.eq(byte_index + 1)
                     with m.If(byte_index == 3):
-                        m.d.sync += [address.eq(address + 4), count.eq(count - 1)]
+                        m.d.sync += [address.eq(address_step), count.eq(count - 1)]
                         m.next = "READ_BUS"
 
             # -- writes: for each word 4 bytes in and one bus write, then ACK ------------
@@ -165,7 +170,7 @@ class HostBridge(wiring.Component):
             with m.State("WRITE_BUS"):
                 m.d.comb += [bus_access.eq(1), bus_write.eq(1)]
                 with m.If(bus_ack):
-                    m.d.sync += [address.eq(address + 4), count.eq(count - 1)]
+                    m.d.sync += [address.eq(address_step), count.eq(count - 1)]
                     with m.If(count == 1):
                         m.next = "REPLY"
                     with m.Else():
@@ -173,6 +178,7 @@ class HostBridge(wiring.Component):
 
             # -- WAIT_IRQ: the interrupt or the budget, whichever comes first -----------
             with m.State("WAIT_IRQ"):
+                m.d.comb += waiting.eq(1)
                 with m.If(self.irq):
                     m.d.sync += reply.eq(Reply.ACK)
                     m.next = "REPLY"
@@ -180,5 +186,5 @@ class HostBridge(wiring.Component):
                     m.d.sync += reply.eq(Reply.TIMEOUT)
                     m.next = "REPLY"
                 with m.Else():
-                    m.d.sync += address.eq(address - 1)
+                    m.d.sync += address.eq(address_step)
         return m
