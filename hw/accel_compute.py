@@ -234,9 +234,11 @@ def unit_signature(width: int) -> dict:
 def _next_block(m: Module, tile, block: int, j0, i, on_row_end=()):
     """Advance a (activation row ``i``, first channel ``j0``) counter pair by one block of
     ``block`` channels; returns the condition "that was the instruction's last block"."""
-    done = (j0 + block >= tile.n) & (i + 1 == tile.m)
+    # (j0 steps from 0 by block and n > 0, so with blocks of one channel the end is j0 + 1 == n)
+    row_end = (j0 + block == tile.n) if block == 1 else (j0 + block >= tile.n)
+    done = row_end & (i + 1 == tile.m)
     m.d.sync += j0.eq(j0 + block)
-    with m.If(j0 + block >= tile.n):
+    with m.If(row_end):
         m.d.sync += [j0.eq(0), i.eq(i + 1), *on_row_end]
     return done
 

@@ -434,8 +434,10 @@ class AcceleratorCore(wiring.Component):
                 exceeds("inp_beyond", is_gemm, (G["m"], a_row), [G["inp"]], lines[Buffer.INP])
                 | exceeds("wgt_beyond", is_gemm, (G["n"], w_row), [G["wgt"]],
                           lines[Buffer.WGT])
-                | (G["meta"] & exceeds("meta_beyond", is_gemm & G["meta"], (G["n"], meta_row),
-                                       [G["meta_line"]], lines[Buffer.WGT]))
+                # (metadata only on the bit-serial engine: without it, meta is BAD_FIELD)
+                | ((G["meta"] & exceeds("meta_beyond", is_gemm & G["meta"],
+                                        (G["n"], meta_row), [G["meta_line"]],
+                                        lines[Buffer.WGT])) if cfg.bitserial else 0)
                 | exceeds("gemm_acc_beyond", is_gemm, (G["m"], G["n"]), [G["acc"]],
                           acc_entries))
         else:
@@ -691,8 +693,10 @@ class AcceleratorCore(wiring.Component):
         # The watchdog compares one cycle ahead and registers the result, so the reset it
         # drives (queues, units, pipelines) starts from a flip-flop.
         watchdog_due = Signal()
+        # (A compact core compares the cycle counter's own increment: it stops a cycle later.)
         m.d.sync += watchdog_due.eq(
-            running & (watchdog != 0) & (counters["cycles"] + 2 >= watchdog))
+            running & (watchdog != 0)
+            & (counters["cycles"] + (1 if cfg.compact else 2) >= watchdog))
         watchdog_fire = Signal()
         m.d.comb += watchdog_fire.eq(running & watchdog_due)
         m.d.comb += flush.eq(start | watchdog_fire)
@@ -889,7 +893,9 @@ class AcceleratorCore(wiring.Component):
                     m.d.sync += [tokens[ch].eq(token_next[ch]) for ch in tokens]
                     count("insns")
                     with m.If((opcode != Opcode.END) & (opcode != Opcode.JUMP)):
-                        m.d.sync += pc.eq(pc + 1)
+                        # (compact: the instruction was inside the window, so pc is below
+                        # 2**(addr_bits - 4) and so is its increment's carry)
+                        m.d.sync += pc.eq((pc[:abits - 4] if cfg.compact else pc) + 1)
                         if not cfg.compact:
                             m.d.sync += fetch_addr.eq(fetch_addr + INSN_BYTES)
                     with m.Switch(opcode):
