@@ -277,7 +277,11 @@ class AcceleratorCore(wiring.Component):
         opcode = insn[0:4]
         F = {op: field_values(insn, op) for op in Opcode}
         hdr = F[Opcode.END]
-        tokens = {ch: Signal(8, name=f"tokens_{ch}") for ch in ("l2c", "c2l", "c2s", "s2c")}
+        # (a compact core's token counters only as wide as token_depth: a push beyond it is an
+        # error, so they never exceed it)
+        token_bits = range(cfg.token_depth + 1) if cfg.compact else 8
+        tokens = {ch: Signal(token_bits, name=f"tokens_{ch}")
+                  for ch in ("l2c", "c2l", "c2s", "s2c")}
 
         # The checks run over three cycles (DECODE, CHECK, RANGE) and the dispatcher acts in
         # ISSUE: every intermediate below is re-registered each cycle from the instruction
@@ -355,7 +359,7 @@ class AcceleratorCore(wiring.Component):
         bad_range = Signal()
         bad_window = Signal()
         bad_token = Signal()
-        token_next = {ch: Signal(9, name=f"tokens_next_{ch}") for ch in tokens}
+        token_next = {ch: Signal(len(tokens[ch]) + 1, name=f"tokens_next_{ch}") for ch in tokens}
         for ch in tokens:
             m.d.comb += token_next[ch].eq(tokens[ch])
 
@@ -561,8 +565,15 @@ class AcceleratorCore(wiring.Component):
 
         running = Signal()
         m.d.comb += running.eq(state == STATE_BUSY)
-        with m.If(running):
-            count("cycles")
+        # A compact core's watchdog compares the cycle counter's own increment (below).
+        if cfg.compact:
+            cycles_next = Signal(33)
+            m.d.comb += cycles_next.eq(counters["cycles"] + 1)
+            with m.If(running):
+                m.d.sync += counters["cycles"].eq(cycles_next)
+        else:
+            with m.If(running):
+                count("cycles")
 
         def finish(code):
             # ERROR_PC is the pc the dispatcher stopped at (it moves no further).
@@ -655,7 +666,7 @@ class AcceleratorCore(wiring.Component):
 
         # Tokens in flight between the running units (the dispatcher's counters above are the
         # program-order bound; these are the actual handshakes).
-        live = {ch: Signal(9, name=f"live_{ch}") for ch in tokens}
+        live = {ch: Signal(len(tokens[ch]) + 1, name=f"live_{ch}") for ch in tokens}
         pushed = {ch: Signal(name=f"pushed_{ch}") for ch in tokens}
         popped = {ch: Signal(name=f"popped_{ch}") for ch in tokens}
         for ch in tokens:
@@ -696,7 +707,7 @@ class AcceleratorCore(wiring.Component):
         # (A compact core compares the cycle counter's own increment: it stops a cycle later.)
         m.d.sync += watchdog_due.eq(
             running & (watchdog != 0)
-            & (counters["cycles"] + (1 if cfg.compact else 2) >= watchdog))
+            & ((cycles_next if cfg.compact else counters["cycles"] + 2) >= watchdog))
         watchdog_fire = Signal()
         m.d.comb += watchdog_fire.eq(running & watchdog_due)
         m.d.comb += flush.eq(start | watchdog_fire)
