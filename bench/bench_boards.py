@@ -30,9 +30,11 @@ from trilobit.boards.presets import BoardPreset, ecp5_pll_dividers
 from trilobit.boards.zynq import build_zynq
 from trilobit.errors import ToolchainError
 
-#: Per-module synthesis for iCE40 (abc9 asserts on unflattened designs in yosys 0.70).
+#: Per-module synthesis for iCE40 (abc9 asserts on unflattened designs in yosys 0.70). Block
+#: RAM reads don't care about a same-cycle write of their address, as in the board build
+#: (boards/build.py: SCRIPT_AFTER_READ; from Verilog, -no-rw-check does it).
 ICE40_HIERARCHY_SCRIPT = """read_verilog top.v
-synth_ice40 -dsp -noflatten -top trilobit -run :map_luts
+synth_ice40 -dsp -no-rw-check -noflatten -top trilobit -run :map_luts
 techmap -map +/ice40/latches_map.v
 abc -lut 4
 ice40_wrapcarry -unwrap

@@ -44,7 +44,7 @@ LINKS = ("uart", "spi")
 #: yosys 0.70's abc9 asserts on the core (rtlil.cc:3091 in ABC_OPS_REINTEGRATE) and
 #: ``synth_ecp5`` has no other LUT mapper, so synthesis stops before ``map_luts`` and
 #: :data:`SCRIPT_AFTER_SYNTH` finishes it with ``abc`` (synth_lattice's remaining steps).
-SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-run :map_luts"}
+SYNTH_OPTS = {"ice40": "-dsp -dff", "ecp5": "-run :map_luts"}
 #: yosys commands right after reading the design. iCE40: the synchronous read ports of the
 #: block RAMs may return anything when the same address is written in that cycle. Amaranth
 #: asks for the old data there, which yosys emulates around every iCE40 RAM by delaying its

@@ -127,7 +127,8 @@ def test_board_top_with_the_spi_link_constrains_the_spi_pins():
     assert set(SPI_PINS) == {n for n, b in BOARDS.items() if b.flow == "open"}
 
 
-# nextpnr's utilisation lines of the measured iCEBreaker build (the core does not fit a UP5K).
+# nextpnr's utilisation lines of an iCEBreaker build from before the compact core (it did not
+# fit a UP5K).
 UP5K_LOG = """Info: Device utilisation:
 Info: 	         ICESTORM_LC:  9184/ 5280   173%
 Info: 	        ICESTORM_RAM:   144/   30   480%
