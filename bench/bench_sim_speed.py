@@ -14,7 +14,7 @@ of the default build, counted by ``valgrind --tool=callgrind`` on two runs of th
 stopped after ``N`` and ``2 N`` cycles (the difference divided by ``N``: start-up, CSR
 set-up and file I/O cancel out). ``--cocotb`` adds, for the default build, the same program
 with the memory served from Python every cycle by cocotb (``bench_accel.sim_speed``) and the
-ratio of the two rates.
+ratio of the two rates. The last lines sum up every preset side by side.
 
 Variants (``--variants``, comma separated; first builds take 2-5 min each on 2 cores):
 
@@ -25,7 +25,9 @@ Variants (``--variants``, comma separated; first builds take 2-5 min each on 2 c
 * ``threads2``: ``--threads 2``, the model evaluated by two threads.
 
 Usage: ``python bench/bench_sim_speed.py [--preset small,tiny] [--stall 0.3]
-[--variants cxx-O2,threads2] [--repeats 3] [--instructions] [--cocotb]``
+[--variants cxx-O2,threads2] [--repeats 3] [--instructions] [--cocotb]``; the figures of
+``docs/accelerator.md``: ``--preset small,tiny --variants threads2 --instructions`` and
+``--preset tiny --variants "" --cocotb``.
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ def instructions_per_cycle(rtl: VerilatorAccelerator, case, stall: float,
     return (counts[1] - counts[0]) / cycles
 
 
-def bench_preset(name: str, variants: list[str], args: argparse.Namespace) -> None:
-    """Build, run and report one preset."""
+def bench_preset(name: str, variants: list[str], args: argparse.Namespace) -> dict:
+    """Build, run and report one preset; returns its summary figures."""
     config = preset(name)
     print(f"== {name}: load average {load()} before building")
     builds = {}
@@ -120,18 +122,40 @@ def bench_preset(name: str, variants: list[str], args: argparse.Namespace) -> No
             cpu[variant].append(fig["sim_cycles"] / max(fig["cpu_seconds"], 1e-9))
         print(f"  repeat {repeat + 1}: load average {load()}")
     cycles = reference[1]["cycles"]
-    print(f"{name}: {cycles} cycles a run; median of {args.repeats} runs, M cycles/s:")
+    busy = reference[1]["compute_busy"] / cycles
+    print(f"{name}: {cycles} cycles a run, compute unit busy in {busy:.1%} of them; median of "
+          f"{args.repeats} runs, M cycles/s:")
     base_cpu = statistics.median(cpu["default"])
+    summary = {"cycles": cycles}
     for variant in variants:
         w, c = statistics.median(wall[variant]), statistics.median(cpu[variant])
+        summary[variant] = (w, c)
         print(f"  {variant:9s} wall {w / 1e6:6.3f}   per processor second {c / 1e6:6.3f}   "
               f"({c / base_cpu:4.2f}x default)")
     if args.instructions:
         per_cycle = instructions_per_cycle(builds["default"], case, args.stall)
+        summary["instructions"] = per_cycle
         print(f"  default   {per_cycle:8.0f} instructions per simulated cycle (callgrind)")
     if args.cocotb:
-        sim_speed(config, builds["default"], case, args.stall, use_cocotb=True)
+        summary["cocotb"] = sim_speed(config, builds["default"], case, args.stall,
+                                      use_cocotb=True)
     print(f"load average {load()} after")
+    return summary
+
+
+def print_summary(summaries: dict[str, dict], variants: list[str]) -> None:
+    """Every preset side by side: M simulated cycles per processor second / per wall second."""
+    print("summary (M simulated cycles per processor second / per wall-clock second):")
+    for name, s in summaries.items():
+        parts = [f"{v} {s[v][1] / 1e6:.3f} / {s[v][0] / 1e6:.3f}" for v in variants]
+        if "instructions" in s:
+            parts.append(f"{s['instructions']:.0f} instructions per cycle")
+        if "cocotb" in s:
+            c = s["cocotb"]
+            parts.append(f"cocotb {c['cocotb_cpu'] / 1e6:.4f} / {c['cocotb_wall'] / 1e6:.4f} "
+                         f"(harness {c['harness_cpu'] / c['cocotb_cpu']:.0f}x / "
+                         f"{c['harness_wall'] / c['cocotb_wall']:.0f}x)")
+        print(f"  {name} ({s['cycles']} cycles): " + "; ".join(parts))
 
 
 def main() -> None:
@@ -153,8 +177,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     variants = ["default", *[n for n in names if n != "default"]]
-    for name in [n for n in args.preset.split(",") if n]:
-        bench_preset(name, variants, args)
+    summaries = {name: bench_preset(name, variants, args)
+                 for name in args.preset.split(",") if name}
+    print_summary(summaries, variants)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ memory image, holding ``ack`` low with probability ``stall_prob``.
 ``accel_program`` params (:func:`trilobit.sim.toolchain.test_params`): ``memory`` (path of
 a raw image), ``out`` (path for the final image), ``prog_base``, ``data_base``, ``window``
 ``[base, limit]``, ``watchdog``, ``stall_prob``, ``seed``, ``line_bytes``, ``report`` (JSON
-path: status, error_pc, cycles, seconds).
+path: status, error_pc, cycles, seconds, cpu_seconds = processor time of the simulator
+process over the same span).
 """
 
 from __future__ import annotations
@@ -97,15 +98,16 @@ async def accel_program(dut):
     await bench.csr(REGISTERS["WIN_LIMIT"], p["window"][1])
     await bench.csr(REGISTERS["WATCHDOG"], p["watchdog"])
     await bench.csr(REGISTERS["CTRL"], 0x3)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     cycles = await bench.serve_until_irq()
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     status = await bench.csr(REGISTERS["STATUS"])
     report = {
         "status": status,
         "error_pc": await bench.csr(REGISTERS["ERROR_PC"]),
         "sim_cycles": cycles,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
     }
     for name, offset in COUNTERS.items():
         report[name] = await bench.csr(offset)
