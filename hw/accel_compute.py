@@ -231,11 +231,35 @@ def unit_signature(width: int) -> dict:
     }
 
 
-def _next_block(m: Module, tile, block: int, j0, i, on_row_end=()):
+def _at_most(value, limit: int, compact: bool):
+    """``value <= limit`` for a non-negative ``value``; compact units compare only the bits
+    ``limit`` has and check the others are zero (no carry chain)."""
+    if not compact:
+        return value <= limit
+    bits = limit.bit_length()
+    return (value[bits:] == 0) & (value[:bits] <= limit)
+
+
+def _last_block_start(m: Module, tile, block: int) -> Signal | None:
+    """Compact units: the first channel of a row's last block, ``(n - 1) // block * block``,
+    when ``block`` is a power of two (j0 steps from 0 by ``block``, so a row ends when j0
+    equals it: an equality instead of a comparator per counter); else None."""
+    if block & (block - 1):
+        return None
+    last = Signal(13, name="last_block_start")
+    m.d.comb += last.eq((tile.n - 1) & ~(block - 1))
+    return last
+
+
+def _next_block(m: Module, tile, block: int, j0, i, on_row_end=(), last_start=None):
     """Advance a (activation row ``i``, first channel ``j0``) counter pair by one block of
-    ``block`` channels; returns the condition "that was the instruction's last block"."""
+    ``block`` channels; returns the condition "that was the instruction's last block".
+    ``last_start``: :func:`_last_block_start`, if the unit has it."""
     # (j0 steps from 0 by block and n > 0, so with blocks of one channel the end is j0 + 1 == n)
-    row_end = (j0 + block == tile.n) if block == 1 else (j0 + block >= tile.n)
+    if last_start is not None:
+        row_end = j0 == last_start
+    else:
+        row_end = (j0 + block == tile.n) if block == 1 else (j0 + block >= tile.n)
     done = row_end & (i + 1 == tile.m)
     m.d.sync += j0.eq(j0 + block)
     with m.If(row_end):
@@ -365,6 +389,7 @@ class _WgtLinePointers:
         self.wl = Signal(17, name="f_wl")
         self.j0 = Signal(13, name="f_j0")
         self.i = Signal(8, name="f_i")
+        self.last_start = None  # the unit's _last_block_start, if it has one
         if compact:
             m.d.comb += self.ptr_b.eq(self.ptr_a + tile.w_row)
         else:
@@ -430,7 +455,8 @@ class _WgtLinePointers:
                 on_row_end = [self.wblk.eq(tile.wgt), self.wblk_b.eq(self.wgt_b),
                               self.line0.eq(tile.wgt), self.line0_b.eq(self.wgt_b),
                               self.ptr_a.eq(tile.wgt), self.ptr_b.eq(self.wgt_b)]
-            with m.If(_next_block(m, tile, self.block, self.j0, self.i, on_row_end)):
+            with m.If(_next_block(m, tile, self.block, self.j0, self.i, on_row_end,
+                                  self.last_start)):
                 m.d.sync += on_done
 
 
@@ -449,10 +475,11 @@ class _AccWriter:
         self.entry_bits = pointer_bits(unit.config, "acc", 4)
         self.line_bits = pointer_bits(unit.config, "acc")
 
-    def elaborate(self, tile, start, first_entry) -> tuple[Signal, Signal]:
+    def elaborate(self, tile, start, first_entry, last_start=None) -> tuple[Signal, Signal]:
         """Add the writer; ``start`` pulses in the cycle ``tile`` is latched, with the
         instruction's first ACC entry on ``first_entry``. Returns ``pending`` (high until the
-        last entry has been read) and the write strobe."""
+        last entry has been read) and the write strobe. ``last_start``: as for
+        :func:`_next_block`."""
         m, u, block, eb = self.m, self.unit, self.block, self.eb
         pending = Signal()
         held = Signal.like(self.out.payload)
@@ -476,9 +503,13 @@ class _AccWriter:
             # is read (one cycle more per block than with the copy).
             m.d.comb += self.out.ready.eq(busy & (index + 1 == count))
             with m.If(self.out.valid & pending & ~busy):
-                remaining = tile.n - j0
-                m.d.sync += [busy.eq(1), index.eq(0),
-                             count.eq(Mux(remaining < block, remaining, block))]
+                if last_start is not None:  # the last block has the rest: (n - 1) % block + 1
+                    count_now = Mux(j0 == last_start, (tile.n - 1)[:exact_log2(block)] + 1,
+                                    block) if block > 1 else 1
+                else:
+                    remaining = tile.n - j0
+                    count_now = Mux(remaining < block, remaining, block)
+                m.d.sync += [busy.eq(1), index.eq(0), count.eq(count_now)]
             values = [self.value_of(self.out.payload, r) for r in range(block)]
         else:
             m.d.comb += self.out.ready.eq(pending & ~busy)
@@ -499,7 +530,8 @@ class _AccWriter:
                          w_value.eq(current), ptr.eq(ptr + 1), index.eq(index + 1)]
             with m.If(index + 1 == count):
                 m.d.sync += [busy.eq(0), j0.eq(j0 + block)]
-                with m.If(j0 + block >= tile.n):
+                with m.If((j0 == last_start) if last_start is not None
+                          else (j0 + block >= tile.n)):
                     m.d.sync += [j0.eq(0), i.eq(i + 1)]
                     with m.If(i + 1 == tile.m):
                         m.d.sync += pending.eq(0)
@@ -538,6 +570,7 @@ class TlmmGemmUnit(wiring.Component):
         lb = exact_log2(line)
         G, R, P = p.group_size, p.rows, p.units
         N = G * P  # activations (and weights) per beat
+        compact = self.config.compact
         units = 4 * line  # 2-bit units per line (weight offsets count in these)
         m.submodules.engine = engine = TlmmEngine(p)
 
@@ -565,11 +598,14 @@ class TlmmGemmUnit(wiring.Component):
                 planes.eq(Mux(tile.wfmt == WeightEncoding.INT4, 4,
                               Mux(tile.wfmt == WeightEncoding.INT2, 2, 1))),
                 *wptr.constants(),
-                k_short.eq(tile.k <= N),
+                k_short.eq(_at_most(tile.k, N, compact)),
             ]
 
+        last_start = _last_block_start(m, tile, R) if self.config.compact else None
+        wptr.last_start = last_start
+
         def next_block(j0, i, on_row_end=()):
-            return _next_block(m, tile, R, j0, i, on_row_end)
+            return _next_block(m, tile, R, j0, i, on_row_end, last_start)
 
         # -- filler: WGT line ``wl`` of the block's R channels, two reads per cycle (the WGT
         # and metadata ports) into ``pending``; the complete set enters the weight window ---
@@ -676,8 +712,11 @@ class TlmmGemmUnit(wiring.Component):
                 with m.Case(off):
                     m.d.comb += act_beat.eq(a_bytes[8 * off: 8 * (off + N)])
         for e in range(N):
+            # (compact: only the last beat has activations past k, and its a_left is 1..N)
+            present = ((~a_last | (a_left[:N.bit_length()] > e)) if self.config.compact
+                       else a_left > e)
             m.d.comb += act_in.payloads[0][e].eq(
-                Mux(a_left > e, act_beat[8 * e: 8 * e + 8].as_signed(), 0))
+                Mux(present, act_beat[8 * e: 8 * e + 8].as_signed(), 0))
         with m.If(act_in.fire):
             m.d.comb += awin.consume.eq(Mux(a_last, a_need, a_after >> lb))
             with m.If(a_last):
@@ -685,7 +724,8 @@ class TlmmGemmUnit(wiring.Component):
                              a_lines.eq(tile.a_row)]
             with m.Else():
                 m.d.sync += [a_off.eq(a_after[:lb]), a_left.eq(a_left - N),
-                             a_last.eq(a_left <= 2 * N), a_lines.eq(a_lines - (a_after >> lb))]
+                             a_last.eq(_at_most(a_left, 2 * N, compact)),
+                             a_lines.eq(a_lines - (a_after >> lb))]
 
         # -- engine commands: one per block ----------------------------------------------------
         c_active = Signal()
@@ -753,7 +793,7 @@ class TlmmGemmUnit(wiring.Component):
                                  w_lines.eq(tile.w_row)]
                 with m.Else():
                     m.d.sync += [w_off.eq(w_after[:lb + 2]), w_left.eq(w_left - N),
-                                 w_last.eq(w_left <= 2 * N),
+                                 w_last.eq(_at_most(w_left, 2 * N, compact)),
                                  w_lines.eq(w_lines - (w_after >> (lb + 2)))]
         awin.elaborate(m)
         wwin.elaborate(m)
@@ -765,14 +805,16 @@ class TlmmGemmUnit(wiring.Component):
                 r_active.eq(1), r_line.eq(0), r_j0.eq(0), r_i.eq(0), r_abase.eq(tile.inp),
                 r_addr.eq(tile.inp),
                 c_active.eq(1), c_j0.eq(0), c_i.eq(0),
-                a_off.eq(0), a_left.eq(tile.k), a_last.eq(tile.k <= N), a_lines.eq(tile.a_row),
+                a_off.eq(0), a_left.eq(tile.k), a_last.eq(_at_most(tile.k, N, compact)),
+                a_lines.eq(tile.a_row),
                 awin.have.eq(0),
-                w_off.eq(0), w_left.eq(tile.k), w_last.eq(tile.k <= N), w_lines.eq(tile.w_row),
+                w_off.eq(0), w_left.eq(tile.k), w_last.eq(_at_most(tile.k, N, compact)),
+                w_lines.eq(tile.w_row),
                 plane.eq(0), wwin.have.eq(0),
             ]
 
         writer = _AccWriter(m, self, engine.out, R, lambda held, r: held[r], line)
-        pending_acc, _ = writer.elaborate(tile, start, self.tile.payload.acc)
+        pending_acc, _ = writer.elaborate(tile, start, self.tile.payload.acc, last_start)
         w_tail = Signal()
         m.d.sync += w_tail.eq(pending_acc)
         m.d.comb += self.busy.eq(go | pending_acc | w_tail)

@@ -464,8 +464,14 @@ class AcceleratorCore(wiring.Component):
         mode_acc = P["mode"] == PostMode.ACC
         post_bad = (P["mode"] == 3) | (P["m"] == 0) | (
             P["n"] == 0) | (((P["param"] << lb) & 15) != 0)
-        param_end = registered(P["param"] + (P["n"] << (4 - lb)), 20, "param_end")
-        param_beyond = (param_end > lines[Buffer.PARAM]) & (P["bias"] | ~mode_acc)
+        if cfg.compact:  # PARAM lines of n 16-byte channels: n << (4 - lb)
+            param_beyond = (P["bias"] | ~mode_acc) & exceeds(
+                "param_beyond", is_post, None,
+                [P["param"], Cat(Const(0, 4 - lb), P["n"]) if lb < 4 else P["n"]],
+                lines[Buffer.PARAM])
+        else:
+            param_end = registered(P["param"] + (P["n"] << (4 - lb)), 20, "param_end")
+            param_beyond = (param_end > lines[Buffer.PARAM]) & (P["bias"] | ~mode_acc)
         if cfg.compact:
             post_range = (
                 ((~P["no_acc"] | mode_acc)
@@ -984,12 +990,17 @@ class AcceleratorCore(wiring.Component):
         # the latch and the step are written once for both.
         xfer_latch = Signal()  # compact: a transfer unit latches its instruction (TAKE)
         xfer_step = Signal()  # compact: a transfer unit's beat was acknowledged
+        # (compact: the counters' own increments, compared for equality)
         def row_done(r):
             """The beat ends its row."""
+            if cfg.compact:
+                return r["beat"] + 1 == r["row_lines"]
             return r["beat"] == r["row_lines"] - 1
 
         def transfer_done(r):
             """The beat ends the transfer."""
+            if cfg.compact:
+                return row_done(r) & (r["row"] + 1 == r["rows"])
             return row_done(r) & (r["row"] == r["rows"] - 1)
 
         def transfer_latch(r, f, push):
@@ -1282,11 +1293,11 @@ class AcceleratorCore(wiring.Component):
                     m.d.comb += post_issue.eq(1)
                     if post_gap is not None:
                         m.d.sync += post_gap.eq(post.interval - 1)
-                    with m.If(gj == g_n - 1):
+                    with m.If((gj + 1 == g_n) if cfg.compact else (gj == g_n - 1)):
                         m.d.sync += [gj.eq(0), gi.eq(gi + 1),
                                      p_out_base.eq(p_out_base + p_orow),
                                      p_res_base.eq(p_res_base + p_orow)]
-                        with m.If(gi == g_m - 1):
+                        with m.If((gi + 1 == g_m) if cfg.compact else (gi == g_m - 1)):
                             m.next = "POST_DRAIN"
                     with m.Else():
                         m.d.sync += gj.eq(gj + 1)

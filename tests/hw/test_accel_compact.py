@@ -133,6 +133,41 @@ def test_hand_written_limits_match_golden(rtl, over, rng):
     assert_same(gm, golden, result, final, str(over))
 
 
+@pytest.mark.parametrize("case", ["at_limit", "past_limit", "acc_mode_without_bias"])
+def test_post_parameter_span_at_its_limit_matches_golden(rtl, case, rng):
+    """POST reads n 16-byte channels of PARAM from line ``param``: ending at the buffer's
+    last line is fine, a line further is BUFFER_RANGE, and an ACC-mode POST without bias
+    reads none (its ``param`` is not checked). Random PARAM and ACC contents are loaded
+    first, and OUT / ACC stored, so the results are compared too."""
+    config = rtl.config
+    line = config.line_bytes
+    param_lines = config.param_bytes // line
+    n = 8
+    span = n * 16 // line
+    param = {"at_limit": param_lines - span, "past_limit": param_lines - span + 16 // line,
+             "acc_mode_without_bias": 0xFFFF & ~(16 // line - 1)}[case]
+    asm = Assembler()
+    asm.load(Buffer.PARAM, 0, 0x2000, rows=1, row_lines=param_lines)
+    asm.load(Buffer.ACC, 0, 0x3000, rows=1, row_lines=n * 4 // line)
+    asm.sync()
+    if case == "acc_mode_without_bias":
+        asm.post(PostMode.ACC, m=1, n=n, acc=0, param=param)
+        asm.sync()
+        asm.store(Buffer.ACC, 0, 0x4000, rows=1, row_lines=n * 4 // line)
+    else:
+        asm.post(PostMode.DYADIC, m=1, n=n, acc=0, param=param, out=0, bias=True)
+        asm.sync()
+        asm.store(Buffer.OUT, 0, 0x4000, rows=1, row_lines=n // line)
+    asm.end()
+    program = asm.assemble()
+    memory = rng.integers(0, 256, 1 << 15, dtype=np.uint8)
+    memory[: len(program)] = np.frombuffer(program, np.uint8)
+    gm, golden, result, final = run_both(rtl, memory, 0, 0, (0, 1 << 15), 0, 0.3, 9)
+    assert golden.error == (ErrorCode.BUFFER_RANGE if case == "past_limit"
+                            else ErrorCode.NONE), golden
+    assert_same(gm, golden, result, final, case)
+
+
 def test_queue_back_pressure_and_tokens_match_golden(rtl, rng):
     """More loads than the load queue holds, each handing a token to the compute unit,
     which hands them on to the store unit: every unit waits on the shared queue RAM."""
