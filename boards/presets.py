@@ -11,7 +11,7 @@ kv260          Zynq UltraScale+ K26   vivado  AXI4-Lite CSRs (UIO), AXI4 HP0 (u-
 =============  =====================  ======  =======================================  ========
 
 The iCEBreaker runs from its 12 MHz oscillator (the compact core's measured Fmax there:
-17.4 MHz). The ECP5 boards run the accelerator from a PLL at or below its measured Fmax (54.9 MHz on
+17.3 MHz). The ECP5 boards run the accelerator from a PLL at or below its measured Fmax (54.9 MHz on
 the OrangeCrab for ``tiny``, measured with the PLL at 40 MHz), not from the board
 oscillator; ``small`` on the ULX3S routes at 33.6 MHz with the PLL at 30 MHz. The Zynq
 clocks are guesses, not measurements (there is no Vivado on the project's machines): check
@@ -103,8 +103,8 @@ _ICE40_CONFIG = AcceleratorConfig(
     # rows do not fit), the dyadic requantizer only, no performance counters, 3.5 KiB of
     # buffers in EBR (they have a read and a write port, which SPRAM cannot give), the shared
     # memory in two SPRAMs; built compact (area over clock rate: 12 MHz needs none of the
-    # pipeline registers). `trilobit build --board icebreaker`: ICESTORM_LC 4935/5280
-    # (93.5 %), EBR 24/30, DSP 2/8, SPRAM 2/4, Fmax 17.4 MHz, 204 s (docs/boards.md).
+    # pipeline registers). `trilobit build --board icebreaker`: ICESTORM_LC 4749/5280
+    # (89.9 %), EBR 24/30, DSP 2/8, SPRAM 2/4, Fmax 17.3 MHz, 203 s (docs/boards.md).
     name="icebreaker",
     tlmm=TlmmParams(group_size=2, rows=1, units=1),
     bitserial=None,
