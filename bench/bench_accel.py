@@ -71,6 +71,28 @@ def long_case(config, rtl, min_cycles: int, stall: float):
                        f"(longest: {best[1]['sim_cycles']})")
 
 
+def supported_layer_case(rng, config, **limits) -> ProgramCase:
+    """A random layer (:func:`random_layer_case`) whose POST mode ``config`` builds: the
+    generator draws ORT and dyadic alike, and a slim part without ORT would only report
+    ILLEGAL_INSTRUCTION."""
+    while True:
+        case = random_layer_case(rng, config, **limits)
+        if " ORT " not in case.description or "ort" in config.requant_modes:
+            return case
+
+
+def cycles_side_by_side(rtl: dict, case: ProgramCase) -> tuple[dict, dict]:
+    """Run ``case`` on every build of ``rtl`` (name -> VerilatorAccelerator); return the
+    cycles and the final memory image of each. Each run must end without error."""
+    cycles, finals = {}, {}
+    for name, accel in rtl.items():
+        result, final, _ = accel.run(case.memory, case.prog_base, case.data_base, case.window,
+                                     case.watchdog)
+        assert result.ok, (name, case.description)
+        cycles[name], finals[name] = result.counters["cycles"], final
+    return cycles, finals
+
+
 def compute_only(program: bytes) -> bytes:
     """The program's GEMM/POST instructions alone, dependency flags cleared, then END."""
     words = []

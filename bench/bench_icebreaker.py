@@ -15,11 +15,11 @@ import argparse
 import json
 
 import numpy as np
+from bench_accel import cycles_side_by_side, supported_layer_case
 
 from trilobit.boards import get_board
 from trilobit.config import AcceleratorConfig
 from trilobit.sim.accel_verilator import VerilatorAccelerator
-from trilobit.sim.progen import random_layer_case
 
 ROWS_2 = '{"tlmm": {"group_size": 2, "rows": 2, "units": 1}}'
 
@@ -45,17 +45,11 @@ def main() -> None:
     print(f"{'layer':44s} " + " ".join(f"{name:>11s}" for name in builds)
           + "".join(f" {'ratio':>6s}" for _ in others))
     for _ in range(args.layers):
-        case = random_layer_case(rng, preset, max_n=args.max_n, max_k=args.max_k)
-        while " ORT " in case.description:  # the preset builds the dyadic requantizer only
-            case = random_layer_case(rng, preset, max_n=args.max_n, max_k=args.max_k)
-        cycles, finals = {}, {}
-        for name, accel in rtl.items():
-            result, final, _ = accel.run(case.memory, case.prog_base, case.data_base,
-                                         case.window, case.watchdog)
-            assert result.ok, (name, case.description)
-            cycles[name], finals[name] = result.counters["cycles"], final
+        case = supported_layer_case(rng, preset, max_n=args.max_n, max_k=args.max_k)
+        cycles, finals = cycles_side_by_side(rtl, case)
+        for name in builds:
             totals[name] += cycles[name]
-            assert np.array_equal(final, finals["icebreaker"]), (name, case.description)
+            assert np.array_equal(finals[name], finals["icebreaker"]), (name, case.description)
         print(f"{case.description[:44]:44s} " + " ".join(f"{cycles[n]:11d}" for n in builds)
               + "".join(f" {cycles['icebreaker'] / cycles[n]:6.2f}" for n in others))
     print(f"{'total':44s} " + " ".join(f"{totals[n]:11d}" for n in builds)

@@ -16,11 +16,11 @@ import argparse
 import re
 
 import numpy as np
+from bench_accel import cycles_side_by_side, supported_layer_case
 
 from trilobit.boards import get_board
 from trilobit.hw.accel_post import PostUnit
 from trilobit.sim.accel_verilator import VerilatorAccelerator
-from trilobit.sim.progen import random_layer_case
 
 
 def main() -> None:
@@ -41,13 +41,9 @@ def main() -> None:
     post_total = 0
     print(f"{'layer':40s} {'compact':>9s} {'pipelined':>9s} {'ratio':>6s} {'POST part':>9s}")
     for _ in range(args.layers):
-        case = random_layer_case(rng, compact, max_n=args.max_n, max_k=args.max_k)
-        cycles, finals = {}, {}
-        for name, accel in rtl.items():
-            result, final, _ = accel.run(case.memory, case.prog_base, case.data_base,
-                                         case.window, case.watchdog)
-            assert result.ok, (name, case.description)
-            cycles[name], finals[name] = result.counters["cycles"], final
+        case = supported_layer_case(rng, compact, max_n=args.max_n, max_k=args.max_k)
+        cycles, finals = cycles_side_by_side(rtl, case)
+        for name in builds:
             totals[name] += cycles[name]
         assert np.array_equal(finals["compact"], finals["pipelined"]), case.description
         m, n = (int(x) for x in re.search(r"m=(\d+) n=(\d+)", case.description).groups())
